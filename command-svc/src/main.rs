@@ -1,0 +1,12 @@
+//! Parses configuration and runs [`command_svc::startup::App`].
+
+use clap::Parser;
+use command_svc::{config::Config, startup::App};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    shared::telemetry::init(config.log_format);
+    let app = App::build(config).await?;
+    app.run_until_stopped(shared::shutdown::signal()).await
+}

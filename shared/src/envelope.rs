@@ -1,0 +1,55 @@
+//! What travels with every event besides its payload: where it sits in the log and why it happened.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why and by whom an event was recorded. Stored as the `metadata` JSONB column and carried to
+/// readers, so a timeline can say who did what, under which command and trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The command that produced the event (the client's idempotency key, or a server-made one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
+    /// Shared by every event that one user action caused, across services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The message that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// Who issued the command (token subject, or `anonymous` with auth disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// W3C trace context of the call that appended the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// The stream id of an aggregate instance: `<aggregate_type>-<uuid>`, e.g. `order-0190…`.
+pub fn stream_id(aggregate_type: &str, aggregate_id: Uuid) -> String {
+    format!("{aggregate_type}-{aggregate_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_metadata_serializes_to_an_empty_object_and_back() {
+        let json = serde_json::to_value(EventMetadata::default()).unwrap();
+        assert_eq!(json, serde_json::json!({}));
+        let full = EventMetadata {
+            command_id: Some(Uuid::nil()),
+            correlation_id: Some("c".into()),
+            causation_id: Some("k".into()),
+            actor: Some("ada".into()),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        };
+        let back: EventMetadata =
+            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert_eq!(back, full);
+        assert_eq!(
+            stream_id("order", Uuid::nil()),
+            "order-00000000-0000-0000-0000-000000000000"
+        );
+    }
+}

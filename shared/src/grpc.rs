@@ -1,0 +1,86 @@
+//! gRPC plumbing both servers share: health, reflection over every service, graceful serving.
+
+use std::{future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+use tonic_reflection::server::{
+    Builder, Error,
+    v1::{ServerReflection, ServerReflectionServer},
+    v1alpha::{
+        ServerReflection as ServerReflectionV1Alpha,
+        ServerReflectionServer as ServerReflectionServerV1Alpha,
+    },
+};
+
+fn builder() -> Builder<'static> {
+    Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Reflection v1, for current gRPC tooling.
+pub fn reflection_v1() -> Result<ServerReflectionServer<impl ServerReflection>, Error> {
+    builder().build_v1()
+}
+
+/// Reflection v1alpha: grpcurl 1.8 (the PyPI build) speaks only this one.
+pub fn reflection_v1alpha()
+-> Result<ServerReflectionServerV1Alpha<impl ServerReflectionV1Alpha>, Error> {
+    builder().build_v1alpha()
+}
+
+/// Health and reflection routes every server starts with; add the service's own to them.
+/// The reporter starts SERVING for the whole server (`""`); services report dependencies on it.
+pub async fn base_routes() -> Result<(HealthReporter, Routes), Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let routes = Routes::new(health)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
+    Ok((reporter, routes))
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves; then reports NOT_SERVING (so load
+/// balancers stop sending work), stops accepting, and lets in-flight calls finish for up to
+/// `drain_timeout`. Idle client connections would otherwise hold the server open forever.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    reporter: HealthReporter,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let stop_accepting = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            stop_accepting.clone().cancelled_owned(),
+        );
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    stop_accepting.cancel();
+    match tokio::time::timeout(drain_timeout, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                ?drain_timeout,
+                "calls still open after the drain timeout; stopping anyway"
+            );
+            Ok(())
+        }
+    }
+}

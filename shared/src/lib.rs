@@ -1,0 +1,18 @@
+//! The contract both services read.
+//!
+//! - [`proto`]: code generated from `proto/` (messages, clients, servers, descriptor set).
+//! - [`values`]: validated value types (ids, money, names, codes).
+//! - [`events`]: the domain events with stable type names and schema versions.
+//! - [`upcasting`]: reads older stored event shapes as the current ones.
+//! - [`envelope`]: what travels with an event (stream, version, position, metadata).
+//! - [`telemetry`] and [`shutdown`]: process plumbing shared by both binaries.
+
+pub mod config;
+pub mod envelope;
+pub mod events;
+pub mod grpc;
+pub mod proto;
+pub mod shutdown;
+pub mod telemetry;
+pub mod upcasting;
+pub mod values;

@@ -1,0 +1,13 @@
+//! Code generated from `proto/pizzeria/v1/*.proto`: messages, clients and servers.
+//!
+//! The .proto comments are the API reference; prost copies them onto these types.
+
+#![allow(missing_docs, missing_debug_implementations, clippy::all)]
+
+/// Package `pizzeria.v1`.
+pub mod v1 {
+    tonic::include_proto!("pizzeria.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every pizzeria .proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pizzeria_descriptor");

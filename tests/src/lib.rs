@@ -1,0 +1,102 @@
+//! End-to-end harness: starts the real service binaries and talks to them over gRPC.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test.sh` does it).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use tonic::transport::Channel;
+
+/// A service binary running as a child process; killed when dropped.
+#[derive(Debug)]
+pub struct RunningService {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RunningService {
+    /// Starts `binary` (e.g. `command-svc`) on a free port with extra environment variables and
+    /// waits until it accepts gRPC connections.
+    pub async fn start(binary: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let path = binary_path(binary)?;
+        let addr = free_addr()?;
+        let child = Command::new(&path)
+            .env("GRPC_ADDR", addr.to_string())
+            .env("LOG_FORMAT", "pretty")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))?;
+        let service = Self { addr, child };
+        service
+            .wait_until_connectable(Duration::from_secs(20))
+            .await?;
+        Ok(service)
+    }
+
+    /// A gRPC channel to the service.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
+    pub fn terminate(mut self) -> anyhow::Result<bool> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(self.child.wait()?.success())
+    }
+
+    async fn wait_until_connectable(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.channel().await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "service on {} did not come up within {timeout:?}",
+                    self.addr
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `target/<profile>/<binary>`, found next to the test executable (`target/<profile>/deps/…`).
+fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target/<profile> directory")?;
+    let path = profile_dir.join(binary);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}

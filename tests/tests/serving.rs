@@ -1,0 +1,71 @@
+//! Both binaries start, answer health checks, list their API over reflection and stop cleanly.
+
+use e2e::RunningService;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1alpha::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+async fn listed_services(service: &RunningService) -> anyhow::Result<Vec<String>> {
+    let mut client = ServerReflectionClient::new(service.channel().await?);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses.message().await?.expect("one reflection response");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection response {other:?}"),
+    }
+}
+
+async fn check_serving(binary: &str) -> anyhow::Result<()> {
+    // A short drain: the test's own connections stay open, as real clients' would.
+    let service = RunningService::start(binary, &[("SHUTDOWN_DRAIN_TIMEOUT", "2s")]).await?;
+
+    let mut health = HealthClient::new(service.channel().await?);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32, "{binary} health");
+
+    let services = listed_services(&service).await?;
+    for expected in [
+        "pizzeria.v1.CommandService",
+        "pizzeria.v1.EventLogService",
+        "pizzeria.v1.QueryService",
+        "pizzeria.v1.ProjectionAdminService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{binary} lists {services:?}, not {expected}"
+        );
+    }
+
+    assert!(service.terminate()?, "{binary} exits cleanly on SIGTERM");
+    Ok(())
+}
+
+#[tokio::test]
+async fn command_svc_serves_health_and_reflection() -> anyhow::Result<()> {
+    check_serving("command-svc").await
+}
+
+#[tokio::test]
+async fn query_svc_serves_health_and_reflection() -> anyhow::Result<()> {
+    check_serving("query-svc").await
+}
