@@ -1,26 +1,61 @@
-//! Builds and runs the server: `App::build` binds, `run_until_stopped` serves until shutdown.
+//! Builds and runs the server: `App::build` connects, migrates and binds; `run_until_stopped`
+//! serves until shutdown.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use shared::proto::v1::{
+    command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
+};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::{net::TcpListener, sync::Notify};
 
-use crate::config::Config;
+use crate::{
+    app::CommandHandler,
+    config::Config,
+    grpc::{command_service::CommandApi, event_log_service::EventLogApi},
+    store::{EventStore, MIGRATOR},
+};
 
-/// A bound, ready-to-run command-svc.
+/// A connected, migrated, bound command-svc.
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
     config: Config,
+    pool: PgPool,
+    appended: Arc<Notify>,
 }
 
 impl App {
-    /// Binds the listen address. Port 0 picks a free port (tests use that).
+    /// Connects to Postgres, runs the migrations and binds the listen address (port 0 picks a
+    /// free port, as tests do).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(config.database_acquire_timeout)
+            .connect(&config.database_url)
+            .await
+            .context("cannot connect to the database (DATABASE_URL)")?;
+        // sqlx holds a Postgres advisory lock while migrating, so replicas starting together
+        // don't race.
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("database migration failed")?;
+        Self::with_pool(config, pool).await
+    }
+
+    /// Binds with an existing, migrated pool (tests get one per test from `#[sqlx::test]`).
+    pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-        Ok(Self { listener, config })
+        Ok(Self {
+            listener,
+            config,
+            pool,
+            appended: Arc::new(Notify::new()),
+        })
     }
 
     /// The address actually bound.
@@ -30,11 +65,33 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains in-flight calls and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let store = EventStore::new(self.pool.clone());
+        let handler = CommandHandler::new(
+            store.clone(),
+            self.config.snapshot_every,
+            self.appended.clone(),
+        );
+        let limit = self.config.max_request_bytes;
         let (health, routes) = shared::grpc::base_routes().await?;
+        let routes = routes
+            .add_service(
+                CommandServiceServer::new(CommandApi::new(handler))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                EventLogServiceServer::new(EventLogApi::new(store))
+                    .max_decoding_message_size(limit),
+            );
         tracing::info!(addr = %self.local_addr()?, "command-svc listening");
-        let drain = self.config.shutdown_drain_timeout;
-        shared::grpc::serve(self.listener, routes, health, shutdown, drain)
-            .await
-            .context("gRPC server failed")
+        shared::grpc::serve(
+            self.listener,
+            routes,
+            health,
+            shutdown,
+            self.config.shutdown_drain_timeout,
+            self.config.request_timeout,
+        )
+        .await
+        .context("gRPC server failed")
     }
 }

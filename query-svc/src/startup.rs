@@ -33,7 +33,8 @@ impl App {
         let (health, routes) = shared::grpc::base_routes().await?;
         tracing::info!(addr = %self.local_addr()?, "query-svc listening");
         let drain = self.config.shutdown_drain_timeout;
-        shared::grpc::serve(self.listener, routes, health, shutdown, drain)
+        let timeout = std::time::Duration::from_secs(30);
+        shared::grpc::serve(self.listener, routes, health, shutdown, drain, timeout)
             .await
             .context("gRPC server failed")
     }

@@ -50,15 +50,19 @@ pub async fn base_routes() -> Result<(HealthReporter, Routes), Error> {
 /// Serves `routes` on `listener` until `shutdown` resolves; then reports NOT_SERVING (so load
 /// balancers stop sending work), stops accepting, and lets in-flight calls finish for up to
 /// `drain_timeout`. Idle client connections would otherwise hold the server open forever.
+/// Every call is bounded by `request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     reporter: HealthReporter,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
+    request_timeout: Duration,
 ) -> Result<(), tonic::transport::Error> {
     let stop_accepting = CancellationToken::new();
+    // `timeout` bounds every call; a client's shorter grpc-timeout deadline takes precedence.
     let server = tonic::transport::Server::builder()
+        .timeout(request_timeout)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),

@@ -68,6 +68,12 @@ macro_rules! uuid_id {
                 self.0.fmt(f)
             }
         }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Uuid {
+                id.0
+            }
+        }
     };
 }
 

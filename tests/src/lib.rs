@@ -80,6 +80,51 @@ impl RunningService {
     }
 }
 
+/// A database of its own on the Postgres at `DATABASE_URL`, dropped when the test ends.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates `e2e_<random>`. Fails loudly when Postgres is unreachable.
+    pub async fn create() -> anyhow::Result<Self> {
+        use sqlx::Connection;
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .context("Postgres at DATABASE_URL is required for end-to-end tests")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url,
+        })
+    }
+
+    /// Drops the database (forcing out leftover connections).
+    pub async fn drop_database(self) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}
+
 /// `target/<profile>/<binary>`, found next to the test executable (`target/<profile>/deps/…`).
 fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;

@@ -1,6 +1,6 @@
 //! Both binaries start, answer health checks, list their API over reflection and stop cleanly.
 
-use e2e::RunningService;
+use e2e::{RunningService, TestDatabase};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -29,8 +29,13 @@ async fn listed_services(service: &RunningService) -> anyhow::Result<Vec<String>
 }
 
 async fn check_serving(binary: &str) -> anyhow::Result<()> {
+    let database = TestDatabase::create().await?;
     // A short drain: the test's own connections stay open, as real clients' would.
-    let service = RunningService::start(binary, &[("SHUTDOWN_DRAIN_TIMEOUT", "2s")]).await?;
+    let env = [
+        ("SHUTDOWN_DRAIN_TIMEOUT", "2s"),
+        ("DATABASE_URL", database.url.as_str()),
+    ];
+    let service = RunningService::start(binary, &env).await?;
 
     let mut health = HealthClient::new(service.channel().await?);
     let status = health
@@ -57,7 +62,7 @@ async fn check_serving(binary: &str) -> anyhow::Result<()> {
     }
 
     assert!(service.terminate()?, "{binary} exits cleanly on SIGTERM");
-    Ok(())
+    database.drop_database().await
 }
 
 #[tokio::test]

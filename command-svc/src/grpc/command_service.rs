@@ -1,0 +1,206 @@
+//! `pizzeria.v1.CommandService`: thin handlers that convert, execute and reply.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use shared::{
+    envelope::EventMetadata,
+    proto::v1::{self as pb, command_service_server::CommandService},
+    values::{CustomerId, TenantId},
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{
+    convert::{self, Converted, FieldViolation},
+    status::invalid,
+    tenant,
+};
+use crate::{
+    app::{AppError, CommandContext, CommandHandler},
+    domain::{Aggregate, customer::Customer, order::Order},
+};
+
+/// Serves CommandService over a [`CommandHandler`].
+#[derive(Debug, Clone)]
+pub struct CommandApi {
+    handler: CommandHandler,
+}
+
+impl CommandApi {
+    pub fn new(handler: CommandHandler) -> Self {
+        Self { handler }
+    }
+
+    async fn run<A, Id, R>(
+        &self,
+        rpc: &'static str,
+        tenant: TenantId,
+        request: &R,
+        converted: Converted<Id, A::Command>,
+    ) -> Result<Response<pb::CommandReply>, Status>
+    where
+        A: Aggregate,
+        Id: Into<Uuid>,
+        R: Message,
+    {
+        let encoded = request.encode_to_vec();
+        let ctx = CommandContext {
+            tenant,
+            command_id: converted.options.command_id,
+            expected_version: converted.options.expected_version,
+            rpc,
+            request: &encoded,
+            metadata: EventMetadata {
+                command_id: converted.options.command_id.map(|c| c.as_uuid()),
+                actor: Some("anonymous".into()),
+                ..EventMetadata::default()
+            },
+        };
+        let outcome = self
+            .handler
+            .execute::<A>(&ctx, converted.id.into(), &converted.command)
+            .await?;
+        Ok(Response::new(pb::CommandReply {
+            aggregate_id: outcome.aggregate_id.to_string(),
+            version: outcome.version,
+            position: outcome.position,
+            replayed: outcome.replayed,
+            events_appended: outcome.events_appended,
+        }))
+    }
+
+    /// PlaceOrder needs a registered customer: a cross-aggregate check done here, before deciding.
+    async fn require_customer(&self, tenant: TenantId, id: CustomerId) -> Result<(), Status> {
+        let (customer, _) = self.handler.load::<Customer>(tenant, id.as_uuid()).await?;
+        if customer.profile.is_none() {
+            return Err(AppError::Rejected {
+                message: format!("customer {id} is not registered"),
+                not_found: false,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+fn checked<T>(result: Result<T, Vec<FieldViolation>>) -> Result<T, Status> {
+    result.map_err(invalid)
+}
+
+/// A converter from a request to a domain command, given the server's current time.
+type Converter<R, Id, C> = fn(&R, DateTime<Utc>) -> Result<Converted<Id, C>, Vec<FieldViolation>>;
+
+impl CommandApi {
+    /// The whole path of a single-aggregate command: tenant, convert, execute, reply.
+    async fn command<A, Id, R>(
+        &self,
+        request: Request<R>,
+        rpc: &'static str,
+        convert: Converter<R, Id, A::Command>,
+    ) -> Result<Response<pb::CommandReply>, Status>
+    where
+        A: Aggregate,
+        Id: Into<Uuid>,
+        R: Message,
+    {
+        let tenant = tenant(&request)?;
+        let request = request.into_inner();
+        let converted = checked(convert(&request, Utc::now()))?;
+        self.run::<A, _, _>(rpc, tenant, &request, converted).await
+    }
+}
+
+#[tonic::async_trait]
+impl CommandService for CommandApi {
+    async fn register_customer(
+        &self,
+        request: Request<pb::RegisterCustomerRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Customer, _, _>(request, "RegisterCustomer", convert::register_customer)
+            .await
+    }
+    async fn change_customer_email(
+        &self,
+        request: Request<pb::ChangeCustomerEmailRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Customer, _, _>(
+            request,
+            "ChangeCustomerEmail",
+            convert::change_customer_email,
+        )
+        .await
+    }
+    async fn rename_customer(
+        &self,
+        request: Request<pb::RenameCustomerRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Customer, _, _>(request, "RenameCustomer", convert::rename_customer)
+            .await
+    }
+
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        let tenant = tenant(&request)?;
+        let request = request.into_inner();
+        let (converted, customer_id) = checked(convert::place_order(&request, Utc::now()))?;
+        self.require_customer(tenant, customer_id).await?;
+        self.run::<Order, _, _>("PlaceOrder", tenant, &request, converted)
+            .await
+    }
+
+    async fn confirm_order(
+        &self,
+        request: Request<pb::ConfirmOrderRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(request, "ConfirmOrder", convert::confirm_order)
+            .await
+    }
+    async fn process_payment(
+        &self,
+        request: Request<pb::ProcessPaymentRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(request, "ProcessPayment", convert::process_payment)
+            .await
+    }
+    async fn apply_discount(
+        &self,
+        request: Request<pb::ApplyDiscountRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(request, "ApplyDiscount", convert::apply_discount)
+            .await
+    }
+    async fn mark_order_ready(
+        &self,
+        request: Request<pb::MarkOrderReadyRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(request, "MarkOrderReady", convert::mark_order_ready)
+            .await
+    }
+    async fn send_out_for_delivery(
+        &self,
+        request: Request<pb::SendOutForDeliveryRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(
+            request,
+            "SendOutForDelivery",
+            convert::send_out_for_delivery,
+        )
+        .await
+    }
+    async fn mark_order_delivered(
+        &self,
+        request: Request<pb::MarkOrderDeliveredRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(request, "MarkOrderDelivered", convert::mark_order_delivered)
+            .await
+    }
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CommandReply>, Status> {
+        self.command::<Order, _, _>(request, "CancelOrder", convert::cancel_order)
+            .await
+    }
+}

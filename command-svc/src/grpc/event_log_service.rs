@@ -1,0 +1,182 @@
+//! `pizzeria.v1.EventLogService`: raw events for readers that rebuild or fill holes.
+
+use std::time::Duration;
+
+use shared::{
+    envelope::{EventMetadata, stream_id},
+    proto::v1::{self as pb, event_log_service_server::EventLogService, read_all_request::Start},
+    values::ValueError,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{convert::FieldViolation, status::invalid, tenant};
+use crate::store::{EventStore, LogCursor, StoredEvent, Xid8};
+
+const DEFAULT_MAX_COUNT: u32 = 1_000;
+const MAX_COUNT: u32 = 10_000;
+const READ_ALL_PAGE: u32 = 500;
+/// How often a following ReadAll looks for new commits once caught up.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// Serves the event log over an [`EventStore`].
+#[derive(Debug, Clone)]
+pub struct EventLogApi {
+    store: EventStore,
+}
+
+impl EventLogApi {
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+}
+
+fn record(event: StoredEvent) -> pb::EventRecord {
+    let metadata: EventMetadata = serde_json::from_value(event.metadata).unwrap_or_default();
+    pb::EventRecord {
+        global_position: u64::try_from(event.global_position).unwrap_or(0),
+        transaction_id: event.transaction_id.0,
+        tenant_id: event.tenant_id.to_string(),
+        stream_id: event.stream_id,
+        aggregate_type: event.aggregate_type,
+        aggregate_id: event.aggregate_id.to_string(),
+        stream_version: u64::try_from(event.stream_version).unwrap_or(0),
+        event_id: event.event_id.to_string(),
+        event_type: event.event_type,
+        schema_version: u32::try_from(event.schema_version).unwrap_or(0),
+        payload_json: event.payload.to_string(),
+        metadata: Some(pb::EventMetadata {
+            command_id: metadata
+                .command_id
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            correlation_id: metadata.correlation_id.unwrap_or_default(),
+            causation_id: metadata.causation_id.unwrap_or_default(),
+            actor: metadata.actor.unwrap_or_default(),
+            traceparent: metadata.traceparent.unwrap_or_default(),
+        }),
+        recorded_at: Some(prost_types::Timestamp {
+            seconds: event.recorded_at.timestamp(),
+            nanos: i32::try_from(event.recorded_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+    }
+}
+
+fn violation(field: &str, error: &ValueError) -> FieldViolation {
+    FieldViolation {
+        field: field.to_owned(),
+        description: error.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl EventLogService for EventLogApi {
+    async fn read_stream(
+        &self,
+        request: Request<pb::ReadStreamRequest>,
+    ) -> Result<Response<pb::ReadStreamResponse>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        if !matches!(request.aggregate_type.as_str(), "order" | "customer") {
+            violations.push(FieldViolation {
+                field: "aggregate_type".into(),
+                description: "must be \"order\" or \"customer\"".into(),
+            });
+        }
+        let id = match Uuid::try_parse(&request.aggregate_id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                violations.push(violation("aggregate_id", &ValueError::InvalidUuid));
+                None
+            }
+        };
+        let Some(id) = id.filter(|_| violations.is_empty()) else {
+            return Err(invalid(violations));
+        };
+        let stream = stream_id(&request.aggregate_type, id);
+        let limit = match request.max_count {
+            0 => DEFAULT_MAX_COUNT,
+            n => n.min(MAX_COUNT),
+        };
+        let current = self
+            .store
+            .stream_version(tenant, &stream)
+            .await
+            .map_err(crate::app::AppError::from)?;
+        let events = self
+            .store
+            .read_stream(tenant, &stream, request.from_version.max(1), limit)
+            .await
+            .map_err(crate::app::AppError::from)?;
+        let last = events
+            .last()
+            .map_or(0, |e| u64::try_from(e.stream_version).unwrap_or(0));
+        Ok(Response::new(pb::ReadStreamResponse {
+            end_of_stream: events.is_empty() || last >= current,
+            events: events.into_iter().map(record).collect(),
+            stream_version: current,
+        }))
+    }
+
+    type ReadAllStream = ReceiverStream<Result<pb::EventRecord, Status>>;
+
+    async fn read_all(
+        &self,
+        request: Request<pb::ReadAllRequest>,
+    ) -> Result<Response<Self::ReadAllStream>, Status> {
+        let request = request.into_inner();
+        let (mut cursor, from_position) = match request.start {
+            None => (LogCursor::default(), 0),
+            Some(Start::FromPosition(position)) => (
+                LogCursor::default(),
+                i64::try_from(position).unwrap_or(i64::MAX),
+            ),
+            Some(Start::After(after)) => (
+                LogCursor {
+                    transaction_id: Xid8(after.transaction_id),
+                    global_position: i64::try_from(after.global_position).unwrap_or(i64::MAX),
+                },
+                0,
+            ),
+        };
+        let mut remaining = match request.max_count {
+            0 => u64::MAX,
+            n => u64::from(n),
+        };
+        let store = self.store.clone();
+        let (sender, receiver) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while remaining > 0 {
+                let page_size =
+                    u32::try_from(remaining.min(u64::from(READ_ALL_PAGE))).unwrap_or(READ_ALL_PAGE);
+                let page = match store.read_all(cursor, from_position, page_size).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender
+                            .send(Err(crate::app::AppError::from(error).into()))
+                            .await;
+                        return;
+                    }
+                };
+                if page.is_empty() {
+                    if !request.follow || sender.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                    continue;
+                }
+                for event in page {
+                    cursor = event.cursor();
+                    remaining -= 1;
+                    if sender.send(Ok(record(event))).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}

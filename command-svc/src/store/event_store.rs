@@ -1,0 +1,439 @@
+//! The event store: optimistic-concurrency appends, command idempotency, stream and log reads.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use shared::{envelope::EventMetadata, events::EncodedEvent};
+// Formatted SQL below only splices in the constant EVENT_COLUMNS; every value is a bind parameter.
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+/// A storage failure. Domain refusals never come from here.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream_id} is at version {actual}, not the expected {expected}")]
+    Conflict {
+        stream_id: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The database cannot be reached (down, restarting, pool exhausted): safe to retry.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        let unavailable = match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+            sqlx::Error::Database(db) => matches!(
+                db.code().as_deref(),
+                Some("57P01" | "57P02" | "57P03" | "53300")
+            ),
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Database(error)
+        }
+    }
+}
+
+/// One event as stored, with its place in the stream and in the log.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub global_position: i64,
+    /// `transaction_id::text`, parsed: sqlx has no xid8 type.
+    #[sqlx(try_from = "String")]
+    pub transaction_id: Xid8,
+    pub tenant_id: Uuid,
+    pub stream_id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A Postgres `xid8` value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Xid8(pub u64);
+
+impl TryFrom<String> for Xid8 {
+    type Error = std::num::ParseIntError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse().map(Xid8)
+    }
+}
+
+/// A point in commit order: events strictly after it are (transaction_id, global_position) greater.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogCursor {
+    pub transaction_id: Xid8,
+    pub global_position: i64,
+}
+
+impl StoredEvent {
+    /// The cursor just after this event.
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor {
+            transaction_id: self.transaction_id,
+            global_position: self.global_position,
+        }
+    }
+}
+
+/// Columns of [`StoredEvent`], in one place for every query that reads events.
+const EVENT_COLUMNS: &str = "global_position, transaction_id::text AS transaction_id, tenant_id, \
+     stream_id, aggregate_type, aggregate_id, stream_version, event_id, event_type, \
+     schema_version, payload, metadata, recorded_at";
+
+/// The stored reply of a command that already ran.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProcessedCommand {
+    pub rpc: String,
+    pub request: Vec<u8>,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub stream_version: i64,
+    pub global_position: i64,
+    pub events_appended: i32,
+}
+
+/// The client's idempotency key and the request it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandRecord<'a> {
+    pub command_id: Uuid,
+    pub rpc: &'a str,
+    pub request: &'a [u8],
+}
+
+/// Events to append to one stream, expected to be at `expected_version`.
+#[derive(Debug)]
+pub struct Append<'a> {
+    pub tenant_id: Uuid,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: Uuid,
+    pub stream_id: &'a str,
+    pub expected_version: u64,
+    pub events: &'a [EncodedEvent],
+    pub metadata: &'a EventMetadata,
+    pub command: Option<CommandRecord<'a>>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The events are committed; `version` and `position` are those of the last one.
+    Appended { version: u64, position: i64 },
+    /// Another request with the same command id committed first; nothing was appended.
+    AlreadyProcessed(ProcessedCommand),
+}
+
+/// A stream's latest snapshot.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Snapshot {
+    pub stream_version: i64,
+    pub state: Value,
+}
+
+/// The Postgres event store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends `append.events` in one transaction whose first write is the version check.
+    #[tracing::instrument(skip_all, fields(stream = append.stream_id, expected = append.expected_version, n = append.events.len()), err)]
+    pub async fn append(&self, append: &Append<'_>) -> Result<AppendOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let count = u64::try_from(append.events.len()).unwrap_or(u64::MAX);
+        let new_version = append.expected_version.saturating_add(count);
+
+        // First write: claim the next versions of the stream, or learn that someone else did.
+        let claimed = if append.expected_version == 0 {
+            sqlx::query(
+                "INSERT INTO streams (tenant_id, stream_id, aggregate_type, version)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(append.tenant_id)
+            .bind(append.stream_id)
+            .bind(append.aggregate_type)
+            .bind(to_i64(new_version))
+            .execute(&mut *tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE streams SET version = $4
+                 WHERE tenant_id = $1 AND stream_id = $2 AND version = $3",
+            )
+            .bind(append.tenant_id)
+            .bind(append.stream_id)
+            .bind(to_i64(append.expected_version))
+            .bind(to_i64(new_version))
+            .execute(&mut *tx)
+            .await?
+        };
+        if claimed.rows_affected() == 0 {
+            drop(tx);
+            let actual = self
+                .stream_version(append.tenant_id, append.stream_id)
+                .await?;
+            return Err(StoreError::Conflict {
+                stream_id: append.stream_id.to_owned(),
+                expected: append.expected_version,
+                actual,
+            });
+        }
+
+        let position = insert_events(&mut tx, append).await?;
+
+        if let Some(command) = append.command {
+            let inserted = sqlx::query(
+                "INSERT INTO processed_commands (tenant_id, command_id, rpc, request,
+                     aggregate_type, aggregate_id, stream_version, global_position, events_appended)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (tenant_id, command_id) DO NOTHING",
+            )
+            .bind(append.tenant_id)
+            .bind(command.command_id)
+            .bind(command.rpc)
+            .bind(command.request)
+            .bind(append.aggregate_type)
+            .bind(append.aggregate_id)
+            .bind(to_i64(new_version))
+            .bind(position)
+            .bind(i32::try_from(count).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                // The same command id committed concurrently (e.g. on another stream, because a
+                // retried PlaceOrder without an order id drew a new id): undo ours, return theirs.
+                tx.rollback().await?;
+                return match self
+                    .processed_command(append.tenant_id, command.command_id)
+                    .await?
+                {
+                    Some(existing) => Ok(AppendOutcome::AlreadyProcessed(existing)),
+                    None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
+                };
+            }
+        }
+        tx.commit().await?;
+        Ok(AppendOutcome::Appended {
+            version: new_version,
+            position,
+        })
+    }
+
+    /// The stored reply of `command_id`, if it ran before.
+    pub async fn processed_command(
+        &self,
+        tenant_id: Uuid,
+        command_id: Uuid,
+    ) -> Result<Option<ProcessedCommand>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT rpc, request, aggregate_type, aggregate_id, stream_version, global_position,
+                    events_appended
+             FROM processed_commands WHERE tenant_id = $1 AND command_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(command_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The current version of a stream (0 if it does not exist).
+    pub async fn stream_version(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+    ) -> Result<u64, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM streams WHERE tenant_id = $1 AND stream_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(stream_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(version.map_or(0, to_u64))
+    }
+
+    /// Events of one stream with `stream_version >= from_version`, oldest first, at most `limit`.
+    pub async fn read_stream(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE tenant_id = $1 AND stream_id = $2 AND stream_version >= $3
+             ORDER BY stream_version LIMIT $4"
+        )))
+        .bind(tenant_id)
+        .bind(stream_id)
+        .bind(to_i64(from_version))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Up to `limit` events after `after` in commit order, only from transactions that have all
+    /// ended (below the snapshot xmin), so a reader resuming from the last cursor never skips an
+    /// event that commits late with a lower position. `from_position` filters out older events.
+    pub async fn read_all(
+        &self,
+        after: LogCursor,
+        from_position: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND global_position >= $3
+             ORDER BY transaction_id, global_position
+             LIMIT $4"
+        )))
+        .bind(after.transaction_id.0.to_string())
+        .bind(after.global_position)
+        .bind(from_position)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The newest snapshot of a stream taken under `state_schema_version`; others are ignored.
+    pub async fn load_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        state_schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT stream_version, state FROM snapshots
+             WHERE tenant_id = $1 AND stream_id = $2 AND state_schema_version = $3",
+        )
+        .bind(tenant_id)
+        .bind(stream_id)
+        .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Stores a snapshot unless a newer one of the same schema is already there.
+    pub async fn save_snapshot(
+        &self,
+        tenant_id: Uuid,
+        stream_id: &str,
+        state_schema_version: u32,
+        stream_version: u64,
+        state: &Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO snapshots (tenant_id, stream_id, state_schema_version, stream_version, state)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, stream_id) DO UPDATE
+               SET state_schema_version = EXCLUDED.state_schema_version,
+                   stream_version = EXCLUDED.stream_version,
+                   state = EXCLUDED.state,
+                   taken_at = now()
+             WHERE snapshots.stream_version < EXCLUDED.stream_version
+                OR snapshots.state_schema_version <> EXCLUDED.state_schema_version",
+        )
+        .bind(tenant_id)
+        .bind(stream_id)
+        .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
+        .bind(to_i64(stream_version))
+        .bind(state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Global position of the stream's last event (0 if none): the consistency token of a
+    /// command that appended nothing.
+    pub async fn last_position(&self, tenant_id: Uuid, stream_id: &str) -> Result<i64, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT max(global_position) FROM events WHERE tenant_id = $1 AND stream_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(stream_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(position.unwrap_or(0))
+    }
+}
+
+/// Inserts the events with consecutive versions in one statement; returns the last position.
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    append: &Append<'_>,
+) -> Result<i64, StoreError> {
+    let metadata = serde_json::to_value(append.metadata).unwrap_or(Value::Null);
+    let mut versions = Vec::with_capacity(append.events.len());
+    let mut ids = Vec::with_capacity(append.events.len());
+    let mut types = Vec::with_capacity(append.events.len());
+    let mut schema_versions = Vec::with_capacity(append.events.len());
+    let mut payloads = Vec::with_capacity(append.events.len());
+    for (offset, event) in (1u64..).zip(append.events) {
+        versions.push(to_i64(append.expected_version.saturating_add(offset)));
+        ids.push(Uuid::now_v7());
+        types.push(event.event_type);
+        schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+        payloads.push(event.payload.clone());
+    }
+    let positions: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
+                             event_id, event_type, schema_version, payload, metadata)
+         SELECT $1, $2, $3, $4, v, id, t, s, p, $10
+         FROM unnest($5::bigint[], $6::uuid[], $7::text[], $8::int[], $9::jsonb[])
+              AS e(v, id, t, s, p)
+         ORDER BY v
+         RETURNING global_position",
+    )
+    .bind(append.tenant_id)
+    .bind(append.stream_id)
+    .bind(append.aggregate_type)
+    .bind(append.aggregate_id)
+    .bind(&versions)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(positions.into_iter().max().unwrap_or(0))
+}
