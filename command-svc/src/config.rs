@@ -45,6 +45,45 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = shared::config::parse_duration)]
     pub shutdown_drain_timeout: Duration,
 
+    /// NATS server the relay publishes to (may carry credentials, so it is never logged).
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+
+    /// JetStream stream holding the published events; created or updated on start.
+    #[arg(long, env = "NATS_STREAM", default_value = "PIZZERIA_EVENTS", value_parser = shared::config::parse_stream_name)]
+    pub nats_stream: String,
+
+    /// Events are published on `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "pizzeria.events", value_parser = shared::config::parse_subject_prefix)]
+    pub nats_subject_prefix: String,
+
+    /// JetStream drops a re-published event id within this window. Keep it longer than the
+    /// longest relay outage whose tail may be re-published (consumers de-duplicate beyond it).
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", default_value = "30m", value_parser = shared::config::parse_duration)]
+    pub nats_duplicate_window: Duration,
+
+    /// Run the relay in this process. One relay per database is active at a time (the others
+    /// wait on an advisory lock), so every replica may leave it on.
+    #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_enabled: bool,
+
+    /// Most events the relay reads and publishes per batch.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub relay_batch_size: u32,
+
+    /// How often the relay looks for commits it was not woken for (other replicas' appends).
+    #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "500ms", value_parser = shared::config::parse_duration)]
+    pub relay_poll_interval: Duration,
+
+    /// How long the relay waits for JetStream to acknowledge a publish before resyncing.
+    #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = shared::config::parse_duration)]
+    pub relay_publish_timeout: Duration,
+
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

@@ -8,12 +8,14 @@ use shared::proto::v1::{
     command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::CommandHandler,
     config::Config,
     grpc::{command_service::CommandApi, event_log_service::EventLogApi},
+    relay::{EventStreamSettings, Relay, RelaySettings},
     store::{EventStore, MIGRATOR},
 };
 
@@ -71,6 +73,12 @@ impl App {
             self.config.snapshot_every,
             self.appended.clone(),
         );
+        let relay_stop = CancellationToken::new();
+        let relay = if self.config.relay_enabled {
+            Some(self.spawn_relay(relay_stop.clone()).await?)
+        } else {
+            None
+        };
         let limit = self.config.max_request_bytes;
         let (health, routes) = shared::grpc::base_routes().await?;
         let routes = routes
@@ -83,7 +91,7 @@ impl App {
                     .max_decoding_message_size(limit),
             );
         tracing::info!(addr = %self.local_addr()?, "command-svc listening");
-        shared::grpc::serve(
+        let served = shared::grpc::serve(
             self.listener,
             routes,
             health,
@@ -92,6 +100,43 @@ impl App {
             self.config.request_timeout,
         )
         .await
-        .context("gRPC server failed")
+        .context("gRPC server failed");
+        // Calls are drained, so no more commits come from this process: let the relay finish
+        // its batch. What it leaves is published by the next relay to take the lock.
+        relay_stop.cancel();
+        if let Some(relay) = relay
+            && tokio::time::timeout(self.config.shutdown_drain_timeout, relay)
+                .await
+                .is_err()
+        {
+            tracing::warn!("relay did not finish its batch within the drain timeout");
+        }
+        served
+    }
+
+    /// Starts the relay task. The NATS connection is made in the background (and re-made after
+    /// any disconnect), so the command path never waits for NATS.
+    async fn spawn_relay(&self, stop: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("command-svc relay")
+            .retry_on_initial_connect()
+            .event_callback(|event| async move {
+                tracing::info!(%event, "NATS connection event");
+            })
+            .connect(self.config.nats_url.as_str())
+            .await
+            .context("invalid NATS_URL")?;
+        let settings = RelaySettings {
+            stream: EventStreamSettings {
+                name: self.config.nats_stream.clone(),
+                subject_prefix: self.config.nats_subject_prefix.clone(),
+                duplicate_window: self.config.nats_duplicate_window,
+                publish_timeout: self.config.relay_publish_timeout,
+            },
+            batch_size: self.config.relay_batch_size,
+            poll_interval: self.config.relay_poll_interval,
+        };
+        let relay = Relay::new(self.pool.clone(), nats, settings, self.appended.clone());
+        Ok(tokio::spawn(relay.run(stop)))
     }
 }

@@ -18,6 +18,35 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+fn is_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A JetStream stream name: letters, digits, `_` and `-` (no `.`, `*`, `>` or spaces).
+pub fn parse_stream_name(raw: &str) -> Result<String, String> {
+    if is_token(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not a stream name (use letters, digits, _ and -)"
+        ))
+    }
+}
+
+/// A NATS subject prefix: dot-separated tokens of letters, digits, `_` and `-`, no wildcards.
+pub fn parse_subject_prefix(raw: &str) -> Result<String, String> {
+    if raw.split('.').all(is_token) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not a subject prefix (dot-separated tokens of letters, digits, _ and -)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +60,23 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn stream_names_and_subject_prefixes_refuse_wildcards_and_empty_tokens() {
+        assert_eq!(
+            parse_stream_name("PIZZERIA_EVENTS-1"),
+            Ok("PIZZERIA_EVENTS-1".into())
+        );
+        for bad in ["", "A.B", "A*", "A>", "A B"] {
+            assert!(parse_stream_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_subject_prefix("pizzeria.events"),
+            Ok("pizzeria.events".into())
+        );
+        for bad in ["", "a..b", ".a", "a.", "a.*", "a.>", "a b"] {
+            assert!(parse_subject_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -29,6 +29,37 @@ pub fn stream_id(aggregate_type: &str, aggregate_id: Uuid) -> String {
     format!("{aggregate_type}-{aggregate_id}")
 }
 
+/// Headers the relay puts on every JetStream message. The body is the protobuf
+/// `pizzeria.v1.EventRecord`; the headers repeat what a reader needs without decoding it, and
+/// `Es-Txid`/`Es-Pos` are the relay's own checkpoint: it resumes after the last message's pair.
+pub mod headers {
+    /// JetStream de-duplication key: the event id.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const TENANT: &str = "Es-Tenant";
+    pub const STREAM: &str = "Es-Stream";
+    pub const VERSION: &str = "Es-Version";
+    pub const POSITION: &str = "Es-Pos";
+    pub const TRANSACTION_ID: &str = "Es-Txid";
+    pub const EVENT_TYPE: &str = "Es-Type";
+    pub const SCHEMA_VERSION: &str = "Es-Schema-Version";
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// Value of [`CONTENT_TYPE`].
+    pub const EVENT_RECORD_CONTENT_TYPE: &str =
+        "application/protobuf; proto=pizzeria.v1.EventRecord";
+}
+
+/// The NATS subject of an event: `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`, so a
+/// consumer can filter by tenant or aggregate type with wildcards. Uuids and the fixed aggregate
+/// type names contain no `.`, `*` or `>`, so no token can widen a subscription.
+pub fn event_subject(
+    prefix: &str,
+    tenant_id: Uuid,
+    aggregate_type: &str,
+    aggregate_id: Uuid,
+) -> String {
+    format!("{prefix}.{tenant_id}.{aggregate_type}.{aggregate_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +81,10 @@ mod tests {
         assert_eq!(
             stream_id("order", Uuid::nil()),
             "order-00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(
+            event_subject("pizzeria.events", Uuid::nil(), "order", Uuid::max()),
+            "pizzeria.events.00000000-0000-0000-0000-000000000000.order.ffffffff-ffff-ffff-ffff-ffffffffffff"
         );
     }
 }

@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod nats;
+
 use anyhow::{Context, bail};
 use tonic::transport::Channel;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::{
-    envelope::{EventMetadata, stream_id},
+    envelope::stream_id,
     proto::v1::{self as pb, event_log_service_server::EventLogService, read_all_request::Start},
     values::ValueError,
 };
@@ -30,37 +30,6 @@ pub struct EventLogApi {
 impl EventLogApi {
     pub fn new(store: EventStore) -> Self {
         Self { store }
-    }
-}
-
-fn record(event: StoredEvent) -> pb::EventRecord {
-    let metadata: EventMetadata = serde_json::from_value(event.metadata).unwrap_or_default();
-    pb::EventRecord {
-        global_position: u64::try_from(event.global_position).unwrap_or(0),
-        transaction_id: event.transaction_id.0,
-        tenant_id: event.tenant_id.to_string(),
-        stream_id: event.stream_id,
-        aggregate_type: event.aggregate_type,
-        aggregate_id: event.aggregate_id.to_string(),
-        stream_version: u64::try_from(event.stream_version).unwrap_or(0),
-        event_id: event.event_id.to_string(),
-        event_type: event.event_type,
-        schema_version: u32::try_from(event.schema_version).unwrap_or(0),
-        payload_json: event.payload.to_string(),
-        metadata: Some(pb::EventMetadata {
-            command_id: metadata
-                .command_id
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-            correlation_id: metadata.correlation_id.unwrap_or_default(),
-            causation_id: metadata.causation_id.unwrap_or_default(),
-            actor: metadata.actor.unwrap_or_default(),
-            traceparent: metadata.traceparent.unwrap_or_default(),
-        }),
-        recorded_at: Some(prost_types::Timestamp {
-            seconds: event.recorded_at.timestamp(),
-            nanos: i32::try_from(event.recorded_at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
     }
 }
 
@@ -116,7 +85,7 @@ impl EventLogService for EventLogApi {
             .map_or(0, |e| u64::try_from(e.stream_version).unwrap_or(0));
         Ok(Response::new(pb::ReadStreamResponse {
             end_of_stream: events.is_empty() || last >= current,
-            events: events.into_iter().map(record).collect(),
+            events: events.into_iter().map(StoredEvent::into_record).collect(),
             stream_version: current,
         }))
     }
@@ -171,7 +140,7 @@ impl EventLogService for EventLogApi {
                 for event in page {
                     cursor = event.cursor();
                     remaining -= 1;
-                    if sender.send(Ok(record(event))).await.is_err() {
+                    if sender.send(Ok(event.into_record())).await.is_err() {
                         return; // the client went away
                     }
                 }

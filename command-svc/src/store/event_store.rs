@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{envelope::EventMetadata, events::EncodedEvent};
 // Formatted SQL below only splices in the constant EVENT_COLUMNS; every value is a bind parameter.
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// A storage failure. Domain refusals never come from here.
@@ -309,29 +309,14 @@ impl EventStore {
         .await?)
     }
 
-    /// Up to `limit` events after `after` in commit order, only from transactions that have all
-    /// ended (below the snapshot xmin), so a reader resuming from the last cursor never skips an
-    /// event that commits late with a lower position. `from_position` filters out older events.
+    /// Up to `limit` events after `after` in commit order; see [`read_all_on`].
     pub async fn read_all(
         &self,
         after: LogCursor,
         from_position: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-               AND global_position >= $3
-             ORDER BY transaction_id, global_position
-             LIMIT $4"
-        )))
-        .bind(after.transaction_id.0.to_string())
-        .bind(after.global_position)
-        .bind(from_position)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        read_all_on(&self.pool, after, from_position, limit).await
     }
 
     /// The newest snapshot of a stream taken under `state_schema_version`; others are ignored.
@@ -394,6 +379,32 @@ impl EventStore {
         .await?;
         Ok(position.unwrap_or(0))
     }
+}
+
+/// Up to `limit` events after `after` in commit order, only from transactions that have all
+/// ended (below the snapshot xmin), so a reader resuming from the last cursor never skips an
+/// event that commits late with a lower position. `from_position` filters out older events.
+/// Takes any executor so the relay can read on the connection that holds its lock.
+pub async fn read_all_on<'e>(
+    executor: impl PgExecutor<'e>,
+    after: LogCursor,
+    from_position: i64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+           AND global_position >= $3
+         ORDER BY transaction_id, global_position
+         LIMIT $4"
+    )))
+    .bind(after.transaction_id.0.to_string())
+    .bind(after.global_position)
+    .bind(from_position)
+    .bind(i64::from(limit))
+    .fetch_all(executor)
+    .await?)
 }
 
 /// Inserts the events with consecutive versions in one statement; returns the last position.

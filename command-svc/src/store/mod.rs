@@ -2,6 +2,7 @@
 //! snapshots. Knows nothing about orders: it stores encoded events of any aggregate.
 
 mod event_store;
+mod record;
 
 pub use event_store::*;
 

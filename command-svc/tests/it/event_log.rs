@@ -4,7 +4,7 @@
 use command_svc::store::{EventStore, LogCursor};
 use sqlx::PgPool;
 
-use crate::helpers::{placed_order, spawn};
+use crate::helpers::{begin_slow_append, placed_order, spawn};
 
 async fn positions(store: &EventStore, after: LogCursor) -> Vec<i64> {
     store
@@ -27,25 +27,6 @@ async fn wait_for(store: &EventStore, count: usize) -> Vec<command_svc::store::S
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-}
-
-/// Inserts a raw event in an open transaction, as a slow appender would.
-async fn begin_slow_append(
-    pool: &PgPool,
-    stream: &str,
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
-                             event_id, event_type, schema_version, payload)
-         VALUES ('00000000-0000-0000-0000-000000000000', $1, 'customer', gen_random_uuid(), 1,
-                 gen_random_uuid(), 'CustomerRenamed', 1, '{}')",
-    )
-    .bind(stream)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx
 }
 
 #[sqlx::test(migrations = "./migrations")]

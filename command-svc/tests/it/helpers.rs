@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use command_svc::{config::Config, startup::App};
+use e2e::nats::TestStream;
 use shared::proto::v1::{self as pb, command_service_client::CommandServiceClient};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -20,11 +21,29 @@ impl Drop for TestApp {
     }
 }
 
+/// A command-svc without a relay: for tests of the command path alone.
 pub async fn spawn(pool: PgPool) -> TestApp {
     spawn_with(pool, &[]).await
 }
 
+/// A command-svc without a relay, with extra flags.
 pub async fn spawn_with(pool: PgPool, flags: &[&str]) -> TestApp {
+    let mut all = vec!["--relay-enabled", "false"];
+    all.extend_from_slice(flags);
+    spawn_args(pool, &all).await
+}
+
+/// A command-svc whose relay publishes to `stream`, with extra flags.
+pub async fn spawn_with_relay(pool: PgPool, stream: &TestStream, flags: &[&str]) -> TestApp {
+    let relay_flags = stream.relay_flags();
+    let mut all: Vec<&str> = relay_flags.iter().map(String::as_str).collect();
+    // Poll often so tests that commit outside this process don't wait long.
+    all.extend_from_slice(&["--relay-poll-interval", "50ms"]);
+    all.extend_from_slice(flags);
+    spawn_args(pool, &all).await
+}
+
+async fn spawn_args(pool: PgPool, flags: &[&str]) -> TestApp {
     let mut args = vec![
         "command-svc",
         "--grpc-addr",
@@ -108,4 +127,58 @@ pub async fn event_count(pool: &PgPool) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count events")
+}
+
+/// Every event in Postgres in the relay's order: `(transaction_id, global_position)`.
+pub async fn event_ids_in_commit_order(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_id::text FROM events ORDER BY transaction_id, global_position")
+        .fetch_all(pool)
+        .await
+        .expect("query events")
+}
+
+/// Waits until JetStream holds as many messages as Postgres has events, then checks the relay's
+/// promise: the stream holds every committed event exactly once, in commit order, with
+/// consecutive versions per aggregate stream. Returns the messages for further checks.
+pub async fn assert_relayed(pool: &PgPool, stream: &TestStream) -> Vec<e2e::nats::PublishedEvent> {
+    let expected = event_ids_in_commit_order(pool).await;
+    let published = stream
+        .wait_for(expected.len(), std::time::Duration::from_secs(20))
+        .await
+        .expect("read the stream");
+    let ids: Vec<&str> = published.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(
+        ids, expected,
+        "the stream holds each event once, in commit order"
+    );
+    let mut last_version = std::collections::HashMap::new();
+    for message in &published {
+        let last = last_version.insert(message.stream_id.clone(), message.stream_version);
+        assert_eq!(
+            message.stream_version,
+            last.unwrap_or(0) + 1,
+            "versions of {} are consecutive",
+            message.stream_id
+        );
+    }
+    published
+}
+
+/// Inserts a raw event in an open transaction, as a slow appender would.
+pub async fn begin_slow_append(
+    pool: &PgPool,
+    stream: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
+                             event_id, event_type, schema_version, payload)
+         VALUES ('00000000-0000-0000-0000-000000000000', $1, 'customer', gen_random_uuid(), 1,
+                 gen_random_uuid(), 'CustomerRenamed', 1, '{}')",
+    )
+    .bind(stream)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
 }

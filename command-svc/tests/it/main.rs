@@ -7,4 +7,5 @@
 mod commands;
 mod event_log;
 mod helpers;
+mod relay;
 mod snapshots;
