@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # #[sqlx::test] makes a fresh database per test on this server.
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# Tests make their own streams (TEST_<uuid>, subjects test.<uuid>.>) on this server and delete them.
+export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc

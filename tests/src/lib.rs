@@ -2,6 +2,9 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test.sh` does it).
 
+// A test harness: a panic here is a test failure with a line number.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     net::{SocketAddr, TcpListener},
     path::PathBuf,
@@ -31,13 +34,20 @@ impl Drop for RunningService {
 impl RunningService {
     /// Starts `binary` (e.g. `command-svc`) on a free port with extra environment variables and
     /// waits until it accepts gRPC connections.
-    pub async fn start(binary: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    pub async fn start<K, V>(
+        binary: &str,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> anyhow::Result<Self>
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let path = binary_path(binary)?;
         let addr = free_addr()?;
         let child = Command::new(&path)
             .env("GRPC_ADDR", addr.to_string())
             .env("LOG_FORMAT", "pretty")
-            .envs(env.iter().copied())
+            .envs(env)
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))?;

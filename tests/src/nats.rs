@@ -196,6 +196,41 @@ impl PublishedEvent {
     }
 }
 
+/// Every event in Postgres in the relay's order: `(transaction_id, global_position)`.
+pub async fn event_ids_in_commit_order(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_id::text FROM events ORDER BY transaction_id, global_position")
+        .fetch_all(pool)
+        .await
+        .expect("query events (is this the event store database?)")
+}
+
+/// Waits until JetStream holds as many messages as Postgres has events, then checks the relay's
+/// promise: the stream holds every committed event exactly once, in commit order, with
+/// consecutive versions per aggregate stream. Returns the messages for further checks.
+pub async fn assert_relayed(pool: &sqlx::PgPool, stream: &TestStream) -> Vec<PublishedEvent> {
+    let expected = event_ids_in_commit_order(pool).await;
+    let published = stream
+        .wait_for(expected.len(), std::time::Duration::from_secs(20))
+        .await
+        .expect("read the stream");
+    let ids: Vec<&str> = published.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(
+        ids, expected,
+        "the stream holds each event once, in commit order"
+    );
+    let mut last_version = std::collections::HashMap::new();
+    for message in &published {
+        let last = last_version.insert(message.stream_id.clone(), message.stream_version);
+        assert_eq!(
+            message.stream_version,
+            last.unwrap_or(0) + 1,
+            "versions of {} are consecutive",
+            message.stream_id
+        );
+    }
+    published
+}
+
 /// A `nats-server -js` of one test's own, on a free port with its own store directory, to kill
 /// and restart without touching the shared server.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Both binaries start, answer health checks, list their API over reflection and stop cleanly.
 
-use e2e::{RunningService, TestDatabase};
+use e2e::{RunningService, TestDatabase, nats::TestStream};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -30,12 +30,14 @@ async fn listed_services(service: &RunningService) -> anyhow::Result<Vec<String>
 
 async fn check_serving(binary: &str) -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
+    let stream = TestStream::new();
     // A short drain: the test's own connections stay open, as real clients' would.
-    let env = [
-        ("SHUTDOWN_DRAIN_TIMEOUT", "2s"),
-        ("DATABASE_URL", database.url.as_str()),
+    let mut env = vec![
+        ("SHUTDOWN_DRAIN_TIMEOUT", "2s".to_owned()),
+        ("DATABASE_URL", database.url.clone()),
     ];
-    let service = RunningService::start(binary, &env).await?;
+    env.extend(stream.relay_env());
+    let service = RunningService::start(binary, env).await?;
 
     let mut health = HealthClient::new(service.channel().await?);
     let status = health

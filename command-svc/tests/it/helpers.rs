@@ -3,6 +3,7 @@
 use clap::Parser;
 use command_svc::{config::Config, startup::App};
 use e2e::nats::TestStream;
+pub use e2e::nats::assert_relayed;
 use shared::proto::v1::{self as pb, command_service_client::CommandServiceClient};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -127,41 +128,6 @@ pub async fn event_count(pool: &PgPool) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count events")
-}
-
-/// Every event in Postgres in the relay's order: `(transaction_id, global_position)`.
-pub async fn event_ids_in_commit_order(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar("SELECT event_id::text FROM events ORDER BY transaction_id, global_position")
-        .fetch_all(pool)
-        .await
-        .expect("query events")
-}
-
-/// Waits until JetStream holds as many messages as Postgres has events, then checks the relay's
-/// promise: the stream holds every committed event exactly once, in commit order, with
-/// consecutive versions per aggregate stream. Returns the messages for further checks.
-pub async fn assert_relayed(pool: &PgPool, stream: &TestStream) -> Vec<e2e::nats::PublishedEvent> {
-    let expected = event_ids_in_commit_order(pool).await;
-    let published = stream
-        .wait_for(expected.len(), std::time::Duration::from_secs(20))
-        .await
-        .expect("read the stream");
-    let ids: Vec<&str> = published.iter().map(|m| m.event_id.as_str()).collect();
-    assert_eq!(
-        ids, expected,
-        "the stream holds each event once, in commit order"
-    );
-    let mut last_version = std::collections::HashMap::new();
-    for message in &published {
-        let last = last_version.insert(message.stream_id.clone(), message.stream_version);
-        assert_eq!(
-            message.stream_version,
-            last.unwrap_or(0) + 1,
-            "versions of {} are consecutive",
-            message.stream_id
-        );
-    }
-    published
 }
 
 /// Inserts a raw event in an open transaction, as a slow appender would.

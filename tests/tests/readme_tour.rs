@@ -1,0 +1,105 @@
+//! Runs the README's grpcurl tour verbatim against the real binaries, so the docs cannot rot.
+//! The blocks between `<!-- tour:NAME -->` and `<!-- /tour:NAME -->` are run in order with bash;
+//! only the address is swapped for the test's own.
+
+use std::process::Command;
+
+use e2e::{
+    RunningService, TestDatabase,
+    nats::{TestStream, assert_relayed},
+};
+
+/// The ```sh blocks of one tour section of README.md.
+fn tour_blocks(name: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md is readable");
+    let start = format!("<!-- tour:{name} -->");
+    let end = format!("<!-- /tour:{name} -->");
+    let section = readme
+        .split_once(&start)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(section, _)| section)
+        .unwrap_or_else(|| panic!("README.md has no {start} ... {end} section"));
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in section.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(!blocks.is_empty(), "the {name} tour has no ```sh blocks");
+    blocks
+}
+
+fn run_block(block: &str, addr: &str) -> String {
+    let script = block.replace("localhost:50051", addr);
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_command_svc_tour_runs_verbatim() -> anyhow::Result<()> {
+    let database = TestDatabase::create().await?;
+    let stream = TestStream::new();
+    let mut env = vec![("DATABASE_URL", database.url.clone())];
+    env.extend(stream.relay_env());
+    let service = RunningService::start("command-svc", env).await?;
+    let addr = service.addr.to_string();
+
+    let outputs: Vec<String> = tour_blocks("command-svc")
+        .iter()
+        .map(|block| run_block(block, &addr))
+        .collect();
+    let all = outputs.concat();
+    assert!(
+        all.contains(r#""status": "SERVING""#),
+        "health check in the tour"
+    );
+    assert!(
+        all.contains(r#""eventType": "OrderDelivered""#),
+        "ReadStream shows the delivery"
+    );
+
+    let pool = sqlx::PgPool::connect(&database.url).await?;
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE stream_id = 'order-0190b8f6-3f2e-7c2a-9d1e-000000000001'
+         ORDER BY stream_version",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        types,
+        [
+            "OrderPlaced",
+            "DiscountApplied",
+            "OrderConfirmed",
+            "PaymentProcessed",
+            "CookingStarted",
+            "OrderReady",
+            "OrderOutForDelivery",
+            "OrderDelivered"
+        ]
+    );
+    assert_relayed(&pool, &stream).await;
+    pool.close().await;
+    assert!(service.terminate()?);
+    database.drop_database().await
+}
