@@ -1,26 +1,56 @@
-//! Builds and runs the server: `App::build` binds, `run_until_stopped` serves until shutdown.
+//! Builds and runs the server: `App::build` connects, migrates and binds; `run_until_stopped`
+//! projects and serves until shutdown.
 
 use std::{future::Future, net::SocketAddr};
 
 use anyhow::Context;
+use shared::proto::v1::query_service_server::QueryServiceServer;
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    grpc::query_service::QueryApi,
+    projector::{Projector, ProjectorSettings},
+    store::MIGRATOR,
+};
 
-/// A bound, ready-to-run query-svc.
+/// A connected, migrated, bound query-svc.
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
     config: Config,
+    pool: PgPool,
 }
 
 impl App {
-    /// Binds the listen address. Port 0 picks a free port (tests use that).
+    /// Connects to the read database, migrates it and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(config.database_acquire_timeout)
+            .connect(&config.database_url)
+            .await
+            .context("cannot connect to the read database (DATABASE_URL)")?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("read database migration failed")?;
+        Self::with_pool(config, pool).await
+    }
+
+    /// Binds with an existing, migrated pool (tests get one per test from `#[sqlx::test]`).
+    pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-        Ok(Self { listener, config })
+        Ok(Self {
+            listener,
+            config,
+            pool,
+        })
     }
 
     /// The address actually bound.
@@ -28,14 +58,60 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls and returns.
+    /// Projects and serves until `shutdown` resolves, then drains calls, lets the projector
+    /// finish its batch and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (health, routes) = shared::grpc::base_routes().await?;
-        tracing::info!(addr = %self.local_addr()?, "query-svc listening");
-        let drain = self.config.shutdown_drain_timeout;
-        let timeout = std::time::Duration::from_secs(30);
-        shared::grpc::serve(self.listener, routes, health, shutdown, drain, timeout)
+        let nats = async_nats::ConnectOptions::new()
+            .name("query-svc projector")
+            .retry_on_initial_connect()
+            .event_callback(|event| async move {
+                tracing::info!(%event, "NATS connection event");
+            })
+            .connect(self.config.nats_url.as_str())
             .await
-            .context("gRPC server failed")
+            .context("invalid NATS_URL")?;
+        let command_svc = Channel::from_shared(self.config.command_svc_url.clone())
+            .context("invalid COMMAND_SVC_URL")?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect_lazy();
+        let (projector, progress) = Projector::new(
+            self.pool.clone(),
+            nats,
+            command_svc,
+            ProjectorSettings {
+                stream: self.config.nats_stream.clone(),
+                subject_prefix: self.config.nats_subject_prefix.clone(),
+                consumer: self.config.nats_consumer.clone(),
+                batch_size: self.config.projector_batch_size as usize,
+            },
+        );
+        let stop = CancellationToken::new();
+        let projecting = tokio::spawn(projector.run(stop.clone()));
+
+        let (health, routes) = shared::grpc::base_routes().await?;
+        let routes = routes.add_service(QueryServiceServer::new(QueryApi::new(
+            self.pool.clone(),
+            progress,
+            self.config.max_consistency_wait,
+        )));
+        tracing::info!(addr = %self.local_addr()?, "query-svc listening");
+        let served = shared::grpc::serve(
+            self.listener,
+            routes,
+            health,
+            shutdown,
+            self.config.shutdown_drain_timeout,
+            self.config.request_timeout,
+        )
+        .await
+        .context("gRPC server failed");
+        stop.cancel();
+        if tokio::time::timeout(self.config.shutdown_drain_timeout, projecting)
+            .await
+            .is_err()
+        {
+            tracing::warn!("projector did not finish its batch within the drain timeout");
+        }
+        served
     }
 }

@@ -90,3 +90,62 @@ pub async fn serve(
         }
     }
 }
+
+/// One bad field of a request, reported in a `google.rpc.BadRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field in the request message, e.g. `items[2].unit_price_cents`.
+    pub field: String,
+    /// What is wrong with the value, e.g. `must be between 1 and 10000000`.
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// `INVALID_ARGUMENT` listing every bad field as a `google.rpc.BadRequest` field violation.
+pub fn invalid(violations: Vec<FieldViolation>) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let summary = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_bad_request_violation(v.field, v.description);
+    }
+    tonic::Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("invalid request: {summary}"),
+        details,
+    )
+}
+
+/// Header naming the tenant while authentication is disabled (local use). Token-based tenancy
+/// replaces it when auth is on.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Tenant of calls that name none while auth is disabled.
+pub const DEFAULT_TENANT: crate::values::TenantId =
+    crate::values::TenantId::from_uuid(uuid::Uuid::nil());
+
+/// The caller's tenant.
+pub fn tenant<T>(request: &tonic::Request<T>) -> Result<crate::values::TenantId, tonic::Status> {
+    match request.metadata().get(TENANT_HEADER) {
+        None => Ok(DEFAULT_TENANT),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|raw| crate::values::TenantId::parse(raw).ok())
+            .ok_or_else(|| {
+                tonic::Status::invalid_argument(format!("{TENANT_HEADER} must be a UUID"))
+            }),
+    }
+}

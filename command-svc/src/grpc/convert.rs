@@ -23,14 +23,7 @@ use shared::{
 
 use crate::domain::{customer::CustomerCommand, order::OrderCommand};
 
-/// One invalid field of a request, reported as a `google.rpc.BadRequest` field violation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// Path of the field in the request message, e.g. `items[2].unit_price_cents`.
-    pub field: String,
-    /// What is wrong with the value, e.g. `must be between 1 and 10000000`.
-    pub description: String,
-}
+pub use shared::grpc::FieldViolation;
 
 /// Fields 1 and 2 that every command request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

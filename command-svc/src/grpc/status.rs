@@ -1,10 +1,8 @@
 //! The one mapping from application errors to gRPC statuses. No catch-all arm: a new error
 //! variant must be mapped here deliberately. Messages never carry SQL or connection strings.
 
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
-use super::convert::FieldViolation;
 use crate::app::AppError;
 
 impl From<AppError> for Status {
@@ -32,20 +30,4 @@ impl From<AppError> for Status {
     }
 }
 
-/// `INVALID_ARGUMENT` listing every bad field as a `google.rpc.BadRequest` field violation.
-pub fn invalid(violations: Vec<FieldViolation>) -> Status {
-    let summary = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let mut details = ErrorDetails::new();
-    for v in violations {
-        details.add_bad_request_violation(v.field, v.description);
-    }
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("invalid request: {summary}"),
-        details,
-    )
-}
+pub use shared::grpc::invalid;

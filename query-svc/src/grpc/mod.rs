@@ -1,0 +1,3 @@
+//! gRPC adapters of query-svc.
+
+pub mod query_service;

@@ -1,0 +1,601 @@
+//! `pizzeria.v1.QueryService` over the read tables.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::Stream;
+use shared::{
+    grpc::{FieldViolation, invalid, tenant},
+    proto::v1::{
+        self as pb, get_order_as_of_request::AsOf as PbAsOf, query_service_server::QueryService,
+    },
+};
+use sqlx::PgPool;
+use tokio::sync::{broadcast, watch};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    projection::{
+        analytics::{average_order_value, confirmation_rate},
+        order_view::{Status as OrderStatus, timestamp},
+    },
+    projector::Progress,
+    store::{
+        apply::OrderChanged,
+        queries::{self, AsOf, OrderFilter, OrderRow},
+    },
+};
+
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
+const DEFAULT_TOP_ITEMS: u32 = 10;
+const MAX_ANALYTICS_DAYS: i64 = 366;
+
+/// Serves queries; `max_consistency_wait` bounds how long a `min_position` read waits.
+#[derive(Debug, Clone)]
+pub struct QueryApi {
+    pool: PgPool,
+    applied: watch::Receiver<u64>,
+    changes: broadcast::Sender<Arc<OrderChanged>>,
+    max_consistency_wait: Duration,
+}
+
+impl QueryApi {
+    pub fn new(pool: PgPool, progress: Progress, max_consistency_wait: Duration) -> Self {
+        Self {
+            pool,
+            applied: progress.applied,
+            changes: progress.changes,
+            max_consistency_wait,
+        }
+    }
+
+    /// Read-your-writes: waits until the event at `min_position` is applied, bounded by the
+    /// call's deadline and the server maximum.
+    async fn wait_for<T>(&self, request: &Request<T>, min_position: u64) -> Result<(), Status> {
+        if min_position == 0 {
+            return Ok(());
+        }
+        let position = i64::try_from(min_position).unwrap_or(i64::MAX);
+        let wait = deadline(request).map_or(self.max_consistency_wait, |d| {
+            d.min(self.max_consistency_wait)
+        });
+        let mut applied = self.applied.clone();
+        let waited = tokio::time::timeout(wait, async {
+            loop {
+                applied.borrow_and_update();
+                if queries::applied(&self.pool, position).await.map_err(db)? {
+                    return Ok::<(), Status>(());
+                }
+                if applied.changed().await.is_err() {
+                    return Err(Status::unavailable("projections are stopped"));
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => {
+                let highest = queries::highest_applied(&self.pool).await.map_err(db)?;
+                Err(Status::unavailable(format!(
+                    "projections have not reached position {min_position} yet (highest applied \
+                     position is {highest}); retry later"
+                )))
+            }
+        }
+    }
+}
+
+/// The call's remaining time from its `grpc-timeout` header, if any.
+fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+    let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (value, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let value: u64 = value.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value * 3600),
+        "M" => Duration::from_secs(value * 60),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+fn db(error: sqlx::Error) -> Status {
+    tracing::error!(%error, "read database error");
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            Status::unavailable("read database unavailable; retry")
+        }
+        _ => Status::internal("internal error"),
+    }
+}
+
+fn uuid_field(raw: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Option<Uuid> {
+    match Uuid::try_parse(raw) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            violations.push(FieldViolation::new(field, "must be a UUID"));
+            None
+        }
+    }
+}
+
+fn required_uuid(raw: &str, field: &str) -> Result<Uuid, Status> {
+    let mut violations = Vec::new();
+    uuid_field(raw, field, &mut violations).ok_or_else(|| invalid(violations))
+}
+
+fn time(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+fn order_view(row: &OrderRow) -> pb::OrderView {
+    row.state.to_proto(&row.customer_name, &row.customer_email)
+}
+
+fn not_found_order(id: Uuid) -> Status {
+    Status::not_found(format!("order {id} not found"))
+}
+
+/// The page token: the last order of the page plus a fingerprint of the filters it was
+/// issued for.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PageToken {
+    placed_at: DateTime<Utc>,
+    order_id: Uuid,
+    filters: String,
+}
+
+fn filters_fingerprint(request: &pb::ListOrdersRequest) -> String {
+    let ts = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map_or(String::new(), |t| format!("{}.{}", t.seconds, t.nanos))
+    };
+    format!(
+        "{}|{}|{}|{}",
+        request.customer_id,
+        request.status,
+        ts(&request.placed_from),
+        ts(&request.placed_to)
+    )
+}
+
+fn parse_date(raw: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Option<NaiveDate> {
+    match NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        Ok(date) => Some(date),
+        Err(_) => {
+            violations.push(FieldViolation::new(field, "must be a date YYYY-MM-DD"));
+            None
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::OrderChange, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::OrderView>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let id = required_uuid(&request.get_ref().order_id, "order_id")?;
+        self.wait_for(&request, request.get_ref().min_position)
+            .await?;
+        let row = queries::order(&self.pool, tenant, id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| not_found_order(id))?;
+        Ok(Response::new(order_view(&row)))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let body = request.get_ref();
+        let mut violations = Vec::new();
+        let mut filter = OrderFilter::default();
+        if !body.customer_id.is_empty() {
+            filter.customer_id = uuid_field(&body.customer_id, "customer_id", &mut violations);
+        }
+        match pb::OrderStatus::try_from(body.status) {
+            Ok(pb::OrderStatus::Unspecified) => {}
+            Ok(status) => filter.status = OrderStatus::from_proto(status).map(OrderStatus::as_str),
+            Err(_) => violations.push(FieldViolation::new("status", "unknown order status")),
+        }
+        filter.placed_from = body.placed_from.as_ref().and_then(time);
+        filter.placed_to = body.placed_to.as_ref().and_then(time);
+        if let (Some(from), Some(to)) = (filter.placed_from, filter.placed_to)
+            && to <= from
+        {
+            violations.push(FieldViolation::new(
+                "placed_to",
+                "must be after placed_from",
+            ));
+        }
+        let fingerprint = filters_fingerprint(body);
+        if !body.page_token.is_empty() {
+            let token = URL_SAFE_NO_PAD
+                .decode(&body.page_token)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<PageToken>(&bytes).ok());
+            match token {
+                Some(token) if token.filters == fingerprint => {
+                    filter.after = Some((token.placed_at, token.order_id));
+                }
+                Some(_) => violations.push(FieldViolation::new(
+                    "page_token",
+                    "was issued for other filters",
+                )),
+                None => violations.push(FieldViolation::new(
+                    "page_token",
+                    "is not a valid page token",
+                )),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(invalid(violations));
+        }
+        self.wait_for(&request, body.min_position).await?;
+        let page_size = match body.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        // One more than asked tells whether another page follows.
+        let mut rows = queries::list_orders(&self.pool, tenant, &filter, page_size + 1)
+            .await
+            .map_err(db)?;
+        let more = rows.len() > page_size as usize;
+        rows.truncate(page_size as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => {
+                let token = PageToken {
+                    placed_at: last.placed_at,
+                    order_id: last.order_id,
+                    filters: fingerprint,
+                };
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        let orders = rows
+            .into_iter()
+            .map(|row| pb::OrderSummary {
+                order_id: row.order_id.to_string(),
+                customer_id: row.customer_id.to_string(),
+                customer_name: row.customer_name,
+                status: OrderStatus::parse(&row.status)
+                    .map_or(pb::OrderStatus::Unspecified, OrderStatus::to_proto)
+                    as i32,
+                payment_status: match row.payment_status.as_str() {
+                    "PAID" => pb::PaymentStatus::Paid,
+                    "REFUNDED" => pb::PaymentStatus::Refunded,
+                    _ => pb::PaymentStatus::Unpaid,
+                } as i32,
+                item_count: u32::try_from(row.item_count).unwrap_or(0),
+                total_cents: row.total_cents,
+                placed_at: Some(timestamp(row.placed_at)),
+                last_updated: Some(timestamp(row.last_updated)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders,
+            next_page_token,
+        }))
+    }
+
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::CustomerView>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let id = required_uuid(&request.get_ref().customer_id, "customer_id")?;
+        self.wait_for(&request, request.get_ref().min_position)
+            .await?;
+        let row = queries::customer(&self.pool, tenant, id)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("customer {id} not found")))?;
+        Ok(Response::new(pb::CustomerView {
+            customer_id: row.customer_id.to_string(),
+            name: row.name,
+            email: row.email,
+            order_count: u32::try_from(row.order_count).unwrap_or(0),
+            cancelled_order_count: u32::try_from(row.cancelled_order_count).unwrap_or(0),
+            lifetime_spend_cents: row.lifetime_spend_cents,
+            last_order_id: row.last_order_id.map(|id| id.to_string()),
+            last_order_at: row.last_order_at.map(timestamp),
+            registered_at: row.registered_at.map(timestamp),
+            last_updated: Some(timestamp(row.last_updated)),
+            version: u64::try_from(row.version).unwrap_or(0),
+        }))
+    }
+
+    async fn get_order_timeline(
+        &self,
+        request: Request<pb::GetOrderTimelineRequest>,
+    ) -> Result<Response<pb::OrderTimeline>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let id = required_uuid(&request.get_ref().order_id, "order_id")?;
+        self.wait_for(&request, request.get_ref().min_position)
+            .await?;
+        let rows = queries::timeline(&self.pool, tenant, id)
+            .await
+            .map_err(db)?;
+        if rows.is_empty() {
+            return Err(not_found_order(id));
+        }
+        let entries = rows
+            .into_iter()
+            .map(|row| pb::TimelineEntry {
+                version: u64::try_from(row.version).unwrap_or(0),
+                global_position: u64::try_from(row.global_position).unwrap_or(0),
+                event_type: row.event_type,
+                description: row.description,
+                occurred_at: Some(timestamp(row.occurred_at)),
+                recorded_at: Some(timestamp(row.recorded_at)),
+                actor: row.actor,
+                command_id: row.command_id,
+                correlation_id: row.correlation_id,
+                causation_id: row.causation_id,
+                details_json: row.details.to_string(),
+            })
+            .collect();
+        Ok(Response::new(pb::OrderTimeline {
+            order_id: id.to_string(),
+            entries,
+        }))
+    }
+
+    async fn get_order_as_of(
+        &self,
+        request: Request<pb::GetOrderAsOfRequest>,
+    ) -> Result<Response<pb::OrderView>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let body = request.get_ref();
+        let mut violations = Vec::new();
+        let id = uuid_field(&body.order_id, "order_id", &mut violations);
+        let as_of = match &body.as_of {
+            Some(PbAsOf::Version(version)) => {
+                Some(AsOf::Version(i64::try_from(*version).unwrap_or(i64::MAX)))
+            }
+            Some(PbAsOf::At(at)) => match time(at) {
+                Some(at) => Some(AsOf::Time(at)),
+                None => {
+                    violations.push(FieldViolation::new("at", "is not a valid timestamp"));
+                    None
+                }
+            },
+            None => {
+                violations.push(FieldViolation::new("as_of", "set version or at"));
+                None
+            }
+        };
+        let (Some(id), Some(as_of)) = (id, as_of) else {
+            return Err(invalid(violations));
+        };
+        self.wait_for(&request, body.min_position).await?;
+        let row = queries::order_as_of(&self.pool, tenant, id, as_of)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Status::not_found(format!("order {id} did not exist at that point")))?;
+        Ok(Response::new(order_view(&row)))
+    }
+
+    async fn get_sales_analytics(
+        &self,
+        request: Request<pb::GetSalesAnalyticsRequest>,
+    ) -> Result<Response<pb::SalesAnalytics>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let body = request.get_ref();
+        let mut violations = Vec::new();
+        let from = parse_date(&body.from_date, "from_date", &mut violations);
+        let to = parse_date(&body.to_date, "to_date", &mut violations);
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(invalid(violations));
+        };
+        if from > to {
+            return Err(invalid(vec![FieldViolation::new(
+                "to_date",
+                "must not be before from_date",
+            )]));
+        }
+        if (to - from).num_days() >= MAX_ANALYTICS_DAYS {
+            return Err(invalid(vec![FieldViolation::new(
+                "to_date",
+                "the range is longer than 366 days",
+            )]));
+        }
+        self.wait_for(&request, body.min_position).await?;
+        let days = queries::daily_sales(&self.pool, tenant, from, to)
+            .await
+            .map_err(db)?;
+        let limit = match body.top_items_limit {
+            0 => DEFAULT_TOP_ITEMS,
+            n => n.min(100),
+        };
+        let items = queries::top_items(&self.pool, tenant, from, to, limit)
+            .await
+            .map_err(db)?;
+
+        let mut totals = queries::DayRow::default();
+        let mut daily = Vec::new();
+        let mut by_day = days.into_iter().peekable();
+        for day in from.iter_days().take_while(|d| *d <= to) {
+            let row = match by_day.peek() {
+                Some(row) if row.day == day => by_day.next().unwrap_or_default(),
+                _ => queries::DayRow {
+                    day,
+                    ..Default::default()
+                },
+            };
+            totals.orders += row.orders;
+            totals.confirmed += row.confirmed;
+            totals.cancelled += row.cancelled;
+            totals.delivered += row.delivered;
+            totals.gross_cents += row.gross_cents;
+            totals.discount_cents += row.discount_cents;
+            totals.paid_cents += row.paid_cents;
+            totals.refunded_cents += row.refunded_cents;
+            totals.items_sold += row.items_sold;
+            daily.push(pb::DailySales {
+                date: day.format("%Y-%m-%d").to_string(),
+                orders: u64::try_from(row.orders).unwrap_or(0),
+                confirmed: u64::try_from(row.confirmed).unwrap_or(0),
+                cancelled: u64::try_from(row.cancelled).unwrap_or(0),
+                gross_revenue_cents: row.gross_cents,
+                discount_cents: row.discount_cents,
+                net_revenue_cents: row.paid_cents - row.refunded_cents,
+            });
+        }
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Response::new(pb::SalesAnalytics {
+            from_date: body.from_date.clone(),
+            to_date: body.to_date.clone(),
+            total_orders: count(totals.orders),
+            confirmed_orders: count(totals.confirmed),
+            cancelled_orders: count(totals.cancelled),
+            delivered_orders: count(totals.delivered),
+            confirmation_rate: confirmation_rate(totals.confirmed, totals.orders),
+            gross_revenue_cents: totals.gross_cents,
+            discount_cents: totals.discount_cents,
+            net_revenue_cents: totals.paid_cents - totals.refunded_cents,
+            refunded_cents: totals.refunded_cents,
+            average_order_value_cents: average_order_value(
+                totals.gross_cents,
+                totals.discount_cents,
+                totals.orders,
+            ),
+            total_items_sold: count(totals.items_sold),
+            top_items: items
+                .into_iter()
+                .map(|item| pb::ItemSales {
+                    name: item.name,
+                    quantity: count(item.quantity),
+                    revenue_cents: item.revenue_cents,
+                })
+                .collect(),
+            daily,
+        }))
+    }
+
+    type WatchOrdersStream = WatchStream;
+
+    async fn watch_orders(
+        &self,
+        request: Request<pb::WatchOrdersRequest>,
+    ) -> Result<Response<Self::WatchOrdersStream>, Status> {
+        let tenant = tenant(&request)?.as_uuid();
+        let body = request.get_ref().clone();
+        let mut violations = Vec::new();
+        let customer = (!body.customer_id.is_empty())
+            .then(|| uuid_field(&body.customer_id, "customer_id", &mut violations))
+            .flatten();
+        let order = (!body.order_id.is_empty())
+            .then(|| uuid_field(&body.order_id, "order_id", &mut violations))
+            .flatten();
+        if !violations.is_empty() {
+            return Err(invalid(violations));
+        }
+        self.wait_for(&request, body.min_position).await?;
+        // Subscribe before catching up, so nothing falls between the two.
+        let mut live = self.changes.subscribe();
+        let matches = move |t: Uuid, state: &crate::projection::order_view::OrderState| {
+            t == tenant
+                && customer.is_none_or(|c| c == state.customer_id)
+                && order.is_none_or(|o| o == state.order_id)
+        };
+        let mut catch_up = Vec::new();
+        if body.from_position > 0 {
+            let filter = OrderFilter {
+                customer_id: customer,
+                ..Default::default()
+            };
+            // Latest state of each matching order changed since from_position.
+            for row in queries::list_orders(&self.pool, tenant, &filter, 10_000)
+                .await
+                .map_err(db)?
+            {
+                if order.is_some_and(|o| o != row.order_id) {
+                    continue;
+                }
+                if let Some(view) = queries::order(&self.pool, tenant, row.order_id)
+                    .await
+                    .map_err(db)?
+                    && u64::try_from(view.state.position).unwrap_or(0) > body.from_position
+                {
+                    catch_up.push(pb::OrderChange {
+                        event_type: String::new(),
+                        position: u64::try_from(view.state.position).unwrap_or(0),
+                        order: Some(order_view(&view)),
+                    });
+                }
+            }
+            catch_up.sort_by_key(|c| c.position);
+        }
+        let stream = async_stream(catch_up, move |sender| async move {
+            loop {
+                match live.recv().await {
+                    Ok(change) => {
+                        if !matches(change.tenant_id, &change.state) {
+                            continue;
+                        }
+                        let message = pb::OrderChange {
+                            order: Some(
+                                change
+                                    .state
+                                    .to_proto(&change.customer_name, &change.customer_email),
+                            ),
+                            event_type: change.event_type.clone(),
+                            position: u64::try_from(change.state.position).unwrap_or(0),
+                        };
+                        if sender.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = sender
+                            .send(Err(Status::resource_exhausted(
+                                "watcher fell behind; reconnect with from_position set to the last position received",
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        let _ = sender
+                            .send(Err(Status::unavailable("server shutting down; reconnect")))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A response stream: first `initial`, then whatever `produce` sends.
+fn async_stream<F, Fut>(initial: Vec<pb::OrderChange>, produce: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::OrderChange, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(256);
+    let task = produce(sender.clone());
+    tokio::spawn(async move {
+        for change in initial {
+            if sender.send(Ok(change)).await.is_err() {
+                return;
+            }
+        }
+        drop(sender);
+        task.await;
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+}

@@ -1,0 +1,435 @@
+//! Applying one event to every read table, inside the caller's transaction. The caller has
+//! already checked that the event is its stream's next version (see `projector`).
+
+use std::collections::BTreeMap;
+
+use shared::events::{CustomerEvent, OrderEvent};
+use sqlx::PgConnection;
+
+use crate::projection::{
+    ProjectionError,
+    analytics::{DayFigures, sales_day},
+    customer_view::CustomerOrderDelta,
+    event::{Event, Payload},
+    order_view::OrderState,
+    timeline,
+};
+
+/// Why an event was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event itself is the problem: retrying it will fail again.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// The read database failed: retry the batch.
+    #[error("read database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// An order view that changed, for watchers.
+#[derive(Debug, Clone)]
+pub struct OrderChanged {
+    pub tenant_id: uuid::Uuid,
+    pub state: OrderState,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub event_type: String,
+}
+
+/// Applies `event` to the read tables and records it as applied.
+pub async fn apply_event(
+    conn: &mut PgConnection,
+    event: &Event,
+) -> Result<Option<OrderChanged>, ApplyError> {
+    let changed = match &event.payload {
+        Payload::Order(order_event) => Some(apply_order(conn, event, order_event).await?),
+        Payload::Customer(customer_event) => {
+            apply_customer(conn, event, customer_event).await?;
+            None
+        }
+    };
+    record_applied(conn, event).await?;
+    Ok(changed)
+}
+
+/// Marks the event's version as its stream's last and its position as applied.
+pub async fn record_applied(conn: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
+    set_last_version(
+        conn,
+        event.tenant_id,
+        &event.stream_id,
+        event.stream_version,
+    )
+    .await?;
+    sqlx::query("INSERT INTO applied_events (global_position) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(event.global_position)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO projector_state (id, last_position, last_transaction_id, last_event_recorded_at)
+         VALUES (1, $1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET last_position = EXCLUDED.last_position,
+             last_transaction_id = EXCLUDED.last_transaction_id,
+             last_event_recorded_at = EXCLUDED.last_event_recorded_at, updated_at = now()",
+    )
+    .bind(event.global_position)
+    .bind(i64::try_from(event.transaction_id).unwrap_or(i64::MAX))
+    .bind(event.recorded_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The last version applied of a stream (0 if none).
+pub async fn last_version(
+    conn: &mut PgConnection,
+    tenant_id: uuid::Uuid,
+    stream_id: &str,
+) -> Result<i64, sqlx::Error> {
+    let version: Option<i64> = sqlx::query_scalar(
+        "SELECT last_version FROM stream_progress WHERE tenant_id = $1 AND stream_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(stream_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(version.unwrap_or(0))
+}
+
+pub async fn set_last_version(
+    conn: &mut PgConnection,
+    tenant_id: uuid::Uuid,
+    stream_id: &str,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO stream_progress (tenant_id, stream_id, last_version) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, stream_id) DO UPDATE SET last_version = EXCLUDED.last_version",
+    )
+    .bind(tenant_id)
+    .bind(stream_id)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn json(state: &OrderState) -> Result<serde_json::Value, ProjectionError> {
+    serde_json::to_value(state).map_err(|e| ProjectionError(format!("cannot encode view: {e}")))
+}
+
+async fn apply_order(
+    conn: &mut PgConnection,
+    event: &Event,
+    order_event: &OrderEvent,
+) -> Result<OrderChanged, ApplyError> {
+    let tenant = event.tenant_id;
+    let row: Option<(serde_json::Value, String, String)> = sqlx::query_as(
+        "SELECT state, customer_name, customer_email FROM order_views
+         WHERE tenant_id = $1 AND order_id = $2 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(event.aggregate_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (before, after, name, email) = match (row, order_event) {
+        (None, OrderEvent::Placed(placed)) => {
+            let customer: Option<(String, String)> = sqlx::query_as(
+                "SELECT name, email FROM customer_views WHERE tenant_id = $1 AND customer_id = $2",
+            )
+            .bind(tenant)
+            .bind(placed.customer_id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let (name, email) = customer.unwrap_or_default();
+            let state = OrderState::placed(placed, event.global_position);
+            (None, state, name, email)
+        }
+        (None, _) => {
+            return Err(ProjectionError(format!(
+                "{} for order {} that was never placed",
+                event.event_type, event.aggregate_id
+            ))
+            .into());
+        }
+        (Some((state, name, email)), _) => {
+            let before: OrderState = serde_json::from_value(state)
+                .map_err(|e| ProjectionError(format!("stored view unreadable: {e}")))?;
+            let mut after = before.clone();
+            after.apply(order_event, event.stream_version, event.global_position)?;
+            (Some(before), after, name, email)
+        }
+    };
+    let state_json = json(&after)?;
+    sqlx::query(
+        "INSERT INTO order_views (tenant_id, order_id, customer_id, customer_name, customer_email,
+             status, payment_status, item_count, total_cents, placed_at, last_updated, version,
+             position, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (tenant_id, order_id) DO UPDATE SET
+             status = EXCLUDED.status, payment_status = EXCLUDED.payment_status,
+             item_count = EXCLUDED.item_count, total_cents = EXCLUDED.total_cents,
+             last_updated = EXCLUDED.last_updated, version = EXCLUDED.version,
+             position = EXCLUDED.position, state = EXCLUDED.state",
+    )
+    .bind(tenant)
+    .bind(after.order_id)
+    .bind(after.customer_id)
+    .bind(&name)
+    .bind(&email)
+    .bind(after.status.as_str())
+    .bind(payment_str(&after))
+    .bind(i32::try_from(after.item_count()).unwrap_or(i32::MAX))
+    .bind(after.total_cents())
+    .bind(after.placed_at)
+    .bind(after.last_updated)
+    .bind(after.version)
+    .bind(after.position)
+    .bind(&state_json)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO order_history (tenant_id, order_id, version, occurred_at, state)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant)
+    .bind(after.order_id)
+    .bind(after.version)
+    .bind(event.occurred_at())
+    .bind(&state_json)
+    .execute(&mut *conn)
+    .await?;
+    insert_timeline(conn, event, order_event).await?;
+    add_sales(conn, tenant, before.as_ref(), &after).await?;
+    add_customer_orders(conn, tenant, before.as_ref(), &after, event).await?;
+    Ok(OrderChanged {
+        tenant_id: tenant,
+        state: after,
+        customer_name: name,
+        customer_email: email,
+        event_type: event.event_type.clone(),
+    })
+}
+
+fn payment_str(state: &OrderState) -> &'static str {
+    match state.payment_status {
+        crate::projection::order_view::Payment::Unpaid => "UNPAID",
+        crate::projection::order_view::Payment::Paid => "PAID",
+        crate::projection::order_view::Payment::Refunded => "REFUNDED",
+    }
+}
+
+async fn insert_timeline(
+    conn: &mut PgConnection,
+    event: &Event,
+    order_event: &OrderEvent,
+) -> Result<(), ApplyError> {
+    let details: serde_json::Value =
+        serde_json::from_str(&event.payload_json).unwrap_or(serde_json::Value::Null);
+    sqlx::query(
+        "INSERT INTO order_timeline (tenant_id, order_id, version, global_position, event_type,
+             description, occurred_at, recorded_at, actor, command_id, correlation_id,
+             causation_id, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(event.tenant_id)
+    .bind(event.aggregate_id)
+    .bind(event.stream_version)
+    .bind(event.global_position)
+    .bind(&event.event_type)
+    .bind(timeline::describe(order_event))
+    .bind(event.occurred_at())
+    .bind(event.recorded_at)
+    .bind(&event.metadata.actor)
+    .bind(&event.metadata.command_id)
+    .bind(&event.metadata.correlation_id)
+    .bind(&event.metadata.causation_id)
+    .bind(details)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn add_sales(
+    conn: &mut PgConnection,
+    tenant: uuid::Uuid,
+    before: Option<&OrderState>,
+    after: &OrderState,
+) -> Result<(), sqlx::Error> {
+    let day = sales_day(after);
+    let delta = DayFigures::of(after).minus(before.map(DayFigures::of).unwrap_or_default());
+    if !delta.is_zero() {
+        sqlx::query(
+            "INSERT INTO daily_sales AS d (tenant_id, day, orders, confirmed, cancelled, delivered,
+                 gross_cents, discount_cents, paid_cents, refunded_cents, items_sold)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (tenant_id, day) DO UPDATE SET
+                 orders = d.orders + EXCLUDED.orders,
+                 confirmed = d.confirmed + EXCLUDED.confirmed,
+                 cancelled = d.cancelled + EXCLUDED.cancelled,
+                 delivered = d.delivered + EXCLUDED.delivered,
+                 gross_cents = d.gross_cents + EXCLUDED.gross_cents,
+                 discount_cents = d.discount_cents + EXCLUDED.discount_cents,
+                 paid_cents = d.paid_cents + EXCLUDED.paid_cents,
+                 refunded_cents = d.refunded_cents + EXCLUDED.refunded_cents,
+                 items_sold = d.items_sold + EXCLUDED.items_sold",
+        )
+        .bind(tenant)
+        .bind(day)
+        .bind(delta.orders)
+        .bind(delta.confirmed)
+        .bind(delta.cancelled)
+        .bind(delta.delivered)
+        .bind(delta.gross_cents)
+        .bind(delta.discount_cents)
+        .bind(delta.paid_cents)
+        .bind(delta.refunded_cents)
+        .bind(delta.items_sold)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if before.is_none() {
+        // Lines are fixed once placed: count them once, per pizza name over all sizes.
+        let mut per_name: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for line in &after.items {
+            let entry = per_name.entry(line.name.as_str()).or_default();
+            entry.0 += i64::from(line.quantity);
+            entry.1 += line.total_cents();
+        }
+        for (name, (quantity, revenue)) in per_name {
+            sqlx::query(
+                "INSERT INTO daily_item_sales AS i (tenant_id, day, name, quantity, revenue_cents)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant_id, day, name) DO UPDATE SET
+                     quantity = i.quantity + EXCLUDED.quantity,
+                     revenue_cents = i.revenue_cents + EXCLUDED.revenue_cents",
+            )
+            .bind(tenant)
+            .bind(day)
+            .bind(name)
+            .bind(quantity)
+            .bind(revenue)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn add_customer_orders(
+    conn: &mut PgConnection,
+    tenant: uuid::Uuid,
+    before: Option<&OrderState>,
+    after: &OrderState,
+    event: &Event,
+) -> Result<(), sqlx::Error> {
+    let delta = CustomerOrderDelta::between(before, after);
+    if delta.is_zero() {
+        return Ok(());
+    }
+    let (last_order_id, last_order_at) = delta.placed.unzip();
+    // A customer row normally exists (an order needs a registered customer); if the
+    // registration has not been applied yet, the row starts empty and registration fills it.
+    sqlx::query(
+        "INSERT INTO customer_views AS c (tenant_id, customer_id, name, email, order_count,
+             cancelled_order_count, lifetime_spend_cents, last_order_id, last_order_at, last_updated)
+         VALUES ($1, $2, '', '', $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+             order_count = c.order_count + EXCLUDED.order_count,
+             cancelled_order_count = c.cancelled_order_count + EXCLUDED.cancelled_order_count,
+             lifetime_spend_cents = c.lifetime_spend_cents + EXCLUDED.lifetime_spend_cents,
+             last_order_id = CASE WHEN EXCLUDED.last_order_at IS NOT NULL
+                                   AND (c.last_order_at IS NULL OR EXCLUDED.last_order_at >= c.last_order_at)
+                                  THEN EXCLUDED.last_order_id ELSE c.last_order_id END,
+             last_order_at = GREATEST(c.last_order_at, EXCLUDED.last_order_at),
+             last_updated = GREATEST(c.last_updated, EXCLUDED.last_updated)",
+    )
+    .bind(tenant)
+    .bind(after.customer_id)
+    .bind(i32::try_from(delta.orders).unwrap_or(0))
+    .bind(i32::try_from(delta.cancelled).unwrap_or(0))
+    .bind(delta.spend_cents)
+    .bind(last_order_id)
+    .bind(last_order_at)
+    .bind(event.occurred_at())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_customer(
+    conn: &mut PgConnection,
+    event: &Event,
+    customer_event: &CustomerEvent,
+) -> Result<(), ApplyError> {
+    let tenant = event.tenant_id;
+    let customer = event.aggregate_id;
+    match customer_event {
+        CustomerEvent::Registered(e) => {
+            sqlx::query(
+                "INSERT INTO customer_views (tenant_id, customer_id, name, email, registered_at,
+                     last_updated, version)
+                 VALUES ($1, $2, $3, $4, $5, $5, $6)
+                 ON CONFLICT (tenant_id, customer_id) DO UPDATE SET name = EXCLUDED.name,
+                     email = EXCLUDED.email, registered_at = EXCLUDED.registered_at,
+                     version = EXCLUDED.version,
+                     last_updated = GREATEST(customer_views.last_updated, EXCLUDED.last_updated)",
+            )
+            .bind(tenant)
+            .bind(customer)
+            .bind(e.name.as_str())
+            .bind(e.email.as_str())
+            .bind(e.registered_at)
+            .bind(event.stream_version)
+            .execute(&mut *conn)
+            .await?;
+        }
+        CustomerEvent::Renamed(e) => {
+            update_customer(conn, event, "name", e.name.as_str()).await?;
+        }
+        CustomerEvent::EmailChanged(e) => {
+            update_customer(conn, event, "email", e.email.as_str()).await?;
+        }
+    }
+    // Keep the copies in every order view of the customer current.
+    sqlx::query(
+        "UPDATE order_views o SET customer_name = c.name, customer_email = c.email
+         FROM customer_views c
+         WHERE c.tenant_id = $1 AND c.customer_id = $2
+           AND o.tenant_id = c.tenant_id AND o.customer_id = c.customer_id",
+    )
+    .bind(tenant)
+    .bind(customer)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn update_customer(
+    conn: &mut PgConnection,
+    event: &Event,
+    column: &'static str,
+    value: &str,
+) -> Result<(), ApplyError> {
+    // `column` is one of two constants above, never input.
+    let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE customer_views SET {column} = $3, version = $4,
+             last_updated = GREATEST(last_updated, $5)
+         WHERE tenant_id = $1 AND customer_id = $2"
+    )))
+    .bind(event.tenant_id)
+    .bind(event.aggregate_id)
+    .bind(value)
+    .bind(event.stream_version)
+    .bind(event.occurred_at())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ProjectionError(format!(
+            "{} for customer {} who was never registered",
+            event.event_type, event.aggregate_id
+        ))
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! The read database: applying events to the read tables, and reading them.
+
+pub mod apply;
+pub mod queries;
+
+/// Embedded migrations of the read model, run at start-up under sqlx's advisory lock.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
