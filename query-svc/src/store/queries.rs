@@ -18,6 +18,16 @@ fn decode(state: serde_json::Value) -> Result<OrderState, sqlx::Error> {
     serde_json::from_value(state).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+fn order_row(
+    (state, customer_name, customer_email): (serde_json::Value, String, String),
+) -> Result<OrderRow, sqlx::Error> {
+    Ok(OrderRow {
+        state: decode(state)?,
+        customer_name,
+        customer_email,
+    })
+}
+
 pub async fn order(
     pool: &PgPool,
     tenant: Uuid,
@@ -31,14 +41,7 @@ pub async fn order(
     .bind(order_id)
     .fetch_optional(pool)
     .await?;
-    row.map(|(state, customer_name, customer_email)| {
-        Ok(OrderRow {
-            state: decode(state)?,
-            customer_name,
-            customer_email,
-        })
-    })
-    .transpose()
+    row.map(order_row).transpose()
 }
 
 /// Which point of an order's past to show.
@@ -72,14 +75,7 @@ pub async fn order_as_of(
     .bind(at)
     .fetch_optional(pool)
     .await?;
-    row.map(|(state, customer_name, customer_email)| {
-        Ok(OrderRow {
-            state: decode(state)?,
-            customer_name,
-            customer_email,
-        })
-    })
-    .transpose()
+    row.map(order_row).transpose()
 }
 
 /// Filters and position of a ListOrders page.
