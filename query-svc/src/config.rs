@@ -67,6 +67,10 @@ pub struct Config {
     #[arg(long, env = "MAX_CONSISTENCY_WAIT", default_value = "5s", value_parser = shared::config::parse_duration)]
     pub max_consistency_wait: Duration,
 
+    /// Health reports NOT_SERVING while the oldest unapplied event is older than this.
+    #[arg(long, env = "HEALTH_MAX_LAG", default_value = "30s", value_parser = shared::config::parse_duration)]
+    pub health_max_lag: Duration,
+
     /// Upper bound on any call's duration; a shorter client deadline (grpc-timeout) wins.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = shared::config::parse_duration)]
     pub request_timeout: Duration,

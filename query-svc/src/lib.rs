@@ -5,10 +5,13 @@
 //! - [`store`]: the read database: applying events, reading views; migrations.
 //! - [`projector`]: the durable JetStream consumer, exactly-once application, hole filling,
 //!   dead letters.
-//! - [`grpc`]: the QueryService adapter.
+//! - [`admin`]: operating the projection: status and lag, dead letters, zero-downtime rebuild,
+//!   health.
+//! - [`grpc`]: the QueryService and ProjectionAdminService adapters.
 //! - [`config`]: flags and environment.
 //! - [`startup`]: [`startup::App`], the one entry point `main` and the tests share.
 
+pub mod admin;
 pub mod config;
 pub mod grpc;
 pub mod projection;

@@ -4,16 +4,21 @@
 use std::{future::Future, net::SocketAddr};
 
 use anyhow::Context;
-use shared::proto::v1::query_service_server::QueryServiceServer;
+use async_nats::jetstream;
+use shared::proto::v1::{
+    projection_admin_service_server::ProjectionAdminServiceServer,
+    query_service_server::QueryServiceServer,
+};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::{
+    admin::{Admin, health::HealthMonitor, lag::LagProbe, rebuild::Rebuilder},
     config::Config,
-    grpc::query_service::QueryApi,
-    projector::{Projector, ProjectorSettings},
+    grpc::{admin_service::AdminApi, query_service::QueryApi},
+    projector::{Projector, ProjectorSettings, streams::Streams},
     store::MIGRATOR,
 };
 
@@ -74,10 +79,15 @@ impl App {
             .context("invalid COMMAND_SVC_URL")?
             .connect_timeout(std::time::Duration::from_secs(3))
             .connect_lazy();
+        let lag = LagProbe {
+            jetstream: jetstream::new(nats.clone()),
+            stream: self.config.nats_stream.clone(),
+            consumer: self.config.nats_consumer.clone(),
+        };
         let (projector, progress) = Projector::new(
             self.pool.clone(),
-            nats,
-            command_svc,
+            nats.clone(),
+            command_svc.clone(),
             ProjectorSettings {
                 stream: self.config.nats_stream.clone(),
                 subject_prefix: self.config.nats_subject_prefix.clone(),
@@ -89,11 +99,34 @@ impl App {
         let projecting = tokio::spawn(projector.run(stop.clone()));
 
         let (health, routes) = shared::grpc::base_routes().await?;
-        let routes = routes.add_service(QueryServiceServer::new(QueryApi::new(
+        let monitor = HealthMonitor {
+            pool: self.pool.clone(),
+            nats,
+            lag: lag.clone(),
+            consuming: progress.consuming.clone(),
+            max_lag: self.config.health_max_lag,
+        };
+        let stop_monitor = CancellationToken::new();
+        tokio::spawn(monitor.run(health.clone(), stop_monitor.clone()));
+        let admin = Admin::new(
             self.pool.clone(),
-            progress,
-            self.config.max_consistency_wait,
-        )));
+            Streams::new(command_svc.clone()),
+            lag.clone(),
+            progress.consuming.clone(),
+            Rebuilder::new(self.pool.clone(), command_svc, lag, stop.clone()),
+        );
+        let routes = routes
+            .add_service(QueryServiceServer::new(QueryApi::new(
+                self.pool.clone(),
+                progress,
+                self.config.max_consistency_wait,
+            )))
+            .add_service(ProjectionAdminServiceServer::new(AdminApi::new(admin)));
+        // The monitor stops first, so it cannot report SERVING again while the server drains.
+        let shutdown = async move {
+            shutdown.await;
+            stop_monitor.cancel();
+        };
         tracing::info!(addr = %self.local_addr()?, "query-svc listening");
         let served = shared::grpc::serve(
             self.listener,

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::db;
 use crate::{
     projection::{
         analytics::{average_order_value, confirmation_rate},
@@ -102,16 +103,6 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
         "n" => Duration::from_nanos(value),
         _ => return None,
     })
-}
-
-fn db(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "read database error");
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            Status::unavailable("read database unavailable; retry")
-        }
-        _ => Status::internal("internal error"),
-    }
 }
 
 fn uuid_field(raw: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Option<Uuid> {

@@ -1,6 +1,8 @@
 //! The read database: applying events to the read tables, and reading them.
 
 pub mod apply;
+pub mod dead_letters;
+pub mod generations;
 pub mod queries;
 
 /// Embedded migrations of the read model, run at start-up under sqlx's advisory lock.

@@ -1,0 +1,217 @@
+//! Rebuilding the read model with no downtime: a new generation of its tables is filled from
+//! position 0 through command-svc's ReadAll while the serving generation keeps answering
+//! queries and applying new events; once the new one has caught up, one transaction swaps them.
+//!
+//! Why nothing is lost or applied twice at the swap: the swap transaction first takes the
+//! serving lock exclusively, so no projector batch is in flight; then it reads ReadAll to its
+//! end into the new generation. Every event the serving generation had applied came through
+//! NATS, and the relay publishes only what ReadAll already returns, so the new generation has
+//! it too. Events it has that the serving one had not yet applied arrive from NATS afterwards
+//! and are skipped as duplicates by the new generation's stream_progress.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use shared::proto::v1::{
+    self as pb, event_log_service_client::EventLogServiceClient, read_all_request::Start,
+};
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::{AdminError, lag::LagProbe};
+use crate::{
+    projector::streams::Streams,
+    store::generations::{self, READ_MODEL},
+};
+
+/// Events read and applied per rebuild transaction.
+const PAGE: u32 = 2_000;
+/// How long the swap may wait for readers holding the serving tables before it tries again.
+const SWAP_LOCK_TIMEOUT: &str = "5s";
+const SWAP_ATTEMPTS: u32 = 5;
+
+/// A rebuild that was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildStarted {
+    pub generation: i32,
+    pub already_running: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rebuilder {
+    pool: PgPool,
+    command_svc: EventLogServiceClient<Channel>,
+    streams: Streams,
+    lag: LagProbe,
+    stop: CancellationToken,
+}
+
+impl Rebuilder {
+    /// `stop` ends a running rebuild (at shutdown); a later RebuildProjection starts over.
+    pub fn new(
+        pool: PgPool,
+        command_svc: Channel,
+        lag: LagProbe,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            pool,
+            streams: Streams::new(command_svc.clone()),
+            command_svc: EventLogServiceClient::new(command_svc),
+            lag,
+            stop,
+        }
+    }
+
+    /// Starts a rebuild in the background, or reports the one already running (in any replica).
+    pub async fn start(&self) -> Result<RebuildStarted, AdminError> {
+        // The claim lives as long as this connection: a dead process releases it.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let rows = generations::projections(&self.pool).await?;
+        let row = rows
+            .iter()
+            .find(|row| row.name == READ_MODEL)
+            .ok_or_else(|| AdminError::NotFound(format!("projection {READ_MODEL} not found")))?;
+        if !generations::try_claim_rebuild(&mut conn).await? {
+            return Ok(RebuildStarted {
+                generation: row.rebuild_generation.unwrap_or(row.generation + 1),
+                already_running: true,
+            });
+        }
+        let generation = row.generation + 1;
+        let target = self.head_position().await;
+        generations::create_rebuild_schema(&mut conn).await?;
+        generations::start_rebuild(&mut conn, READ_MODEL, generation, target).await?;
+        tracing::info!(generation, target, "projection rebuild started");
+        let rebuilder = self.clone();
+        tokio::spawn(async move {
+            let stop = rebuilder.stop.clone();
+            let result = tokio::select! {
+                () = stop.cancelled() => None,
+                result = rebuilder.run(&mut conn, generation) => Some(result),
+            };
+            match result {
+                None => tracing::warn!(generation, "rebuild stopped by shutdown"),
+                Some(Ok(())) => {
+                    tracing::info!(generation, "projection rebuilt; readers switched over");
+                }
+                Some(Err(error)) => {
+                    tracing::error!(%error, generation, "projection rebuild failed");
+                    let _ = generations::end_rebuild(&mut conn, READ_MODEL).await;
+                }
+            }
+        });
+        Ok(RebuildStarted {
+            generation,
+            already_running: false,
+        })
+    }
+
+    async fn head_position(&self) -> i64 {
+        self.lag
+            .measure()
+            .await
+            .map_or(0, |lag| i64::try_from(lag.head_position).unwrap_or(i64::MAX))
+    }
+
+    async fn run(&self, conn: &mut PgConnection, generation: i32) -> Result<(), AdminError> {
+        let mut cursor = None;
+        // Catch up in the background, one page per transaction.
+        loop {
+            let mut tx = conn.begin().await?;
+            generations::write_to_rebuild(&mut tx).await?;
+            let read = self.apply_page(&mut tx, &mut cursor).await?;
+            let position = cursor.as_ref().map_or(0, |c: &pb::LogCursor| {
+                i64::try_from(c.global_position).unwrap_or(i64::MAX)
+            });
+            let target = self.head_position().await;
+            generations::record_rebuild_progress(&mut tx, READ_MODEL, position, target).await?;
+            tx.commit().await?;
+            if read < PAGE as usize {
+                break;
+            }
+        }
+        // Caught up: the last stretch and the swap, in one transaction.
+        for attempt in 1..=SWAP_ATTEMPTS {
+            match self.swap(conn, &mut cursor, generation).await {
+                Ok(retired) => {
+                    generations::drop_retired(conn, &retired).await?;
+                    return Ok(());
+                }
+                Err(AdminError::Database(sqlx::Error::Database(error)))
+                    if error.code().as_deref() == Some("55P03") && attempt < SWAP_ATTEMPTS =>
+                {
+                    tracing::warn!(attempt, "readers held the tables past the lock timeout; swap retried");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(AdminError::FailedPrecondition(
+            "could not swap the rebuilt tables in".into(),
+        ))
+    }
+
+    async fn swap(
+        &self,
+        conn: &mut PgConnection,
+        cursor: &mut Option<pb::LogCursor>,
+        generation: i32,
+    ) -> Result<String, AdminError> {
+        let mut tx = conn.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        generations::hold_serving_exclusively(&mut tx).await?;
+        generations::write_to_rebuild(&mut tx).await?;
+        let mut last_stretch = *cursor;
+        while self.apply_page(&mut tx, &mut last_stretch).await? == PAGE as usize {}
+        let retired = generations::swap_in_rebuild(&mut tx, READ_MODEL, generation - 1).await?;
+        tx.commit().await?;
+        *cursor = last_stretch;
+        Ok(retired)
+    }
+
+    /// Reads up to a page of the log after `cursor` and applies it; returns how many were read.
+    async fn apply_page(
+        &self,
+        conn: &mut PgConnection,
+        cursor: &mut Option<pb::LogCursor>,
+    ) -> Result<usize, AdminError> {
+        let start = Some(match *cursor {
+            Some(after) => Start::After(after),
+            None => Start::FromPosition(0),
+        });
+        let mut events = self
+            .command_svc
+            .clone()
+            .read_all(pb::ReadAllRequest {
+                start,
+                max_count: PAGE,
+                follow: false,
+            })
+            .await
+            .map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?
+            .into_inner();
+        let mut read = 0;
+        while let Some(record) = events.next().await {
+            let record =
+                record.map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?;
+            // Read in commit order, so every stream arrives in version order; a failure is
+            // dead-lettered at once (there is no redelivery here).
+            self.streams
+                .apply(conn, &record, 1, 1)
+                .await
+                .map_err(AdminError::from)?;
+            *cursor = Some(pb::LogCursor {
+                transaction_id: record.transaction_id,
+                global_position: record.global_position,
+            });
+            read += 1;
+        }
+        Ok(read)
+    }
+}

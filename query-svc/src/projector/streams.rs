@@ -1,0 +1,261 @@
+//! Applying events stream by stream, strictly in version order, whoever delivers them: the
+//! JetStream consumer, an operator retrying a dead letter, or a rebuild reading the whole log.
+//!
+//! For each event: a duplicate (version <= last applied) is skipped; a hole (version > last + 1:
+//! a lost or reordered message) is filled at once from command-svc's ReadStream; a stream held
+//! behind a dead letter applies nothing until the dead letter is resolved.
+
+use prost::Message as _;
+use shared::{
+    grpc::TENANT_HEADER,
+    proto::v1::{self as pb, event_log_service_client::EventLogServiceClient},
+};
+use sqlx::{Acquire as _, PgConnection};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::{
+    projection::{
+        ProjectionError,
+        event::{Event, stream_key},
+    },
+    store::apply::{ApplyError, OrderChanged, apply_event, last_version},
+};
+
+/// Events read from command-svc per ReadStream call when catching a stream up.
+const CATCH_UP_PAGE: u32 = 500;
+
+/// A failure that is not the event's fault: the caller retries the whole transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    #[error("read database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("command-svc ReadStream: {0}")]
+    Backfill(String),
+}
+
+/// What became of one event.
+#[derive(Debug)]
+pub enum Step {
+    Applied(Option<Box<OrderChanged>>),
+    /// Duplicate, held behind a dead letter, or dead-lettered now: nothing more to do.
+    Skipped,
+    /// The event failed and has attempts left: deliver it again later.
+    RetryLater,
+}
+
+/// Applies events to the tables the connection's `search_path` names.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    command_svc: EventLogServiceClient<Channel>,
+}
+
+impl Streams {
+    pub fn new(command_svc: Channel) -> Self {
+        Self {
+            command_svc: EventLogServiceClient::new(command_svc),
+        }
+    }
+
+    /// Applies `record` if it is its stream's next version (filling a hole first). The
+    /// `attempts`-th failure out of `max_attempts` dead-letters it and holds its stream.
+    pub async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        record: &pb::EventRecord,
+        attempts: i64,
+        max_attempts: i64,
+    ) -> Result<Step, Transient> {
+        let Some((tenant, stream, version)) = stream_key(record) else {
+            tracing::error!(event_id = %record.event_id, "event without a valid tenant or version skipped");
+            return Ok(Step::Skipped);
+        };
+        if held_behind_dead_letter(conn, tenant, &stream, version).await? {
+            return Ok(Step::Skipped);
+        }
+        let last = last_version(conn, tenant, &stream).await?;
+        if version <= last {
+            return Ok(Step::Skipped);
+        }
+        if version > last + 1 {
+            let missing = u32::try_from(version - last - 1).unwrap_or(u32::MAX);
+            tracing::info!(stream = %stream, from = last + 1, count = missing, "filling a hole from command-svc");
+            if !self.apply_from_log(conn, record, last, Some(missing)).await? {
+                return Ok(Step::Skipped);
+            }
+        }
+        match apply_in_savepoint(conn, record).await? {
+            Ok(change) => Ok(Step::Applied(change.map(Box::new))),
+            Err(error) if attempts >= max_attempts => {
+                dead_letter(conn, record, &error, attempts).await?;
+                Ok(Step::Skipped)
+            }
+            Err(error) => {
+                tracing::warn!(%error, event_id = %record.event_id, attempts, "event failed; will retry");
+                Ok(Step::RetryLater)
+            }
+        }
+    }
+
+    /// Applies every version of `record`'s stream after the last applied one, as command-svc
+    /// has them now: how a stream catches up once its dead letter is resolved.
+    pub async fn catch_up(
+        &self,
+        conn: &mut PgConnection,
+        record: &pb::EventRecord,
+    ) -> Result<(), Transient> {
+        let Some((tenant, stream, _)) = stream_key(record) else {
+            return Ok(());
+        };
+        let last = last_version(conn, tenant, &stream).await?;
+        self.apply_from_log(conn, record, last, None).await?;
+        Ok(())
+    }
+
+    /// Reads `record`'s stream from command-svc after version `last` (`count` events, or to its
+    /// end) and applies them. An event among them that fails is dead-lettered at once: it did
+    /// not come through NATS, so there is no redelivery to wait for. Returns false if so.
+    async fn apply_from_log(
+        &self,
+        conn: &mut PgConnection,
+        record: &pb::EventRecord,
+        mut last: i64,
+        count: Option<u32>,
+    ) -> Result<bool, Transient> {
+        let mut remaining = count;
+        loop {
+            let page = remaining.map_or(CATCH_UP_PAGE, |n| n.min(CATCH_UP_PAGE));
+            if page == 0 {
+                return Ok(true);
+            }
+            let response = self.read_stream(record, last + 1, page).await?;
+            if remaining.is_some() && response.events.len() < page as usize {
+                return Err(Transient::Backfill(format!(
+                    "{} returned {} events after version {last}, {page} expected",
+                    record.stream_id,
+                    response.events.len()
+                )));
+            }
+            for event in &response.events {
+                if let Err(error) = apply_in_savepoint(conn, event).await? {
+                    dead_letter(conn, event, &error, 1).await?;
+                    return Ok(false);
+                }
+                last += 1;
+            }
+            remaining = remaining.map(|n| n - page);
+            if remaining.is_none() && (response.end_of_stream || response.events.is_empty()) {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        record: &pb::EventRecord,
+        from_version: i64,
+        max_count: u32,
+    ) -> Result<pb::ReadStreamResponse, Transient> {
+        let mut request = tonic::Request::new(pb::ReadStreamRequest {
+            aggregate_type: record.aggregate_type.clone(),
+            aggregate_id: record.aggregate_id.clone(),
+            from_version: u64::try_from(from_version).unwrap_or(1),
+            max_count,
+        });
+        let tenant = record
+            .tenant_id
+            .parse()
+            .map_err(|_| Transient::Backfill("tenant id is not valid metadata".into()))?;
+        request.metadata_mut().insert(TENANT_HEADER, tenant);
+        self.command_svc
+            .clone()
+            .read_stream(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| Transient::Backfill(status.message().to_owned()))
+    }
+}
+
+/// Decodes and applies one record inside a savepoint, so a failing event leaves the caller's
+/// transaction usable. `Ok(Err(_))` is the event's fault; `Err(_)` is the database's.
+async fn apply_in_savepoint(
+    conn: &mut PgConnection,
+    record: &pb::EventRecord,
+) -> Result<Result<Option<OrderChanged>, ProjectionError>, Transient> {
+    let event = match Event::try_from(record) {
+        Ok(event) => event,
+        Err(error) => return Ok(Err(error)),
+    };
+    let mut savepoint = conn.begin().await?;
+    match apply_event(&mut savepoint, &event).await {
+        Ok(change) => {
+            savepoint.commit().await?;
+            Ok(Ok(change))
+        }
+        Err(ApplyError::Projection(error)) => {
+            savepoint.rollback().await?;
+            Ok(Err(error))
+        }
+        // A constraint or data error repeats on every retry: the event's fault. A lost
+        // connection or a shutdown is not.
+        Err(ApplyError::Database(sqlx::Error::Database(error))) => {
+            savepoint.rollback().await?;
+            Ok(Err(ProjectionError(format!(
+                "read database refused the event: {error}"
+            ))))
+        }
+        Err(ApplyError::Database(error)) => Err(Transient::Database(error)),
+    }
+}
+
+/// Whether the stream waits behind an unresolved dead letter; if so, counts `version` among the
+/// events held. The UPDATE locks that dead letter, so an operator resolving it at this moment is
+/// waited for, and the event is then applied (or found a duplicate of the stream's catch-up),
+/// never acknowledged unapplied.
+async fn held_behind_dead_letter(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    stream: &str,
+    version: i64,
+) -> Result<bool, sqlx::Error> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "UPDATE dead_letters SET held_version = GREATEST(held_version, $3)
+         WHERE tenant_id = $1 AND stream_id = $2 AND status = 'PENDING'
+         RETURNING id",
+    )
+    .bind(tenant)
+    .bind(stream)
+    .bind(version)
+    .fetch_optional(conn)
+    .await?;
+    Ok(held.is_some())
+}
+
+pub(crate) async fn dead_letter(
+    conn: &mut PgConnection,
+    record: &pb::EventRecord,
+    error: &ProjectionError,
+    attempts: i64,
+) -> Result<(), sqlx::Error> {
+    let Some((tenant, stream, version)) = stream_key(record) else {
+        return Ok(());
+    };
+    tracing::error!(%error, event_id = %record.event_id, stream = %stream, "event dead-lettered; its stream is held");
+    sqlx::query(
+        "INSERT INTO dead_letters (tenant_id, stream_id, stream_version, global_position, event_id,
+             event_type, error, attempts, record, held_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+    )
+    .bind(tenant)
+    .bind(stream)
+    .bind(version)
+    .bind(i64::try_from(record.global_position).unwrap_or(i64::MAX))
+    .bind(&record.event_id)
+    .bind(&record.event_type)
+    .bind(error.to_string())
+    .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+    .bind(record.encode_to_vec())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
