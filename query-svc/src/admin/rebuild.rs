@@ -49,12 +49,7 @@ pub struct Rebuilder {
 
 impl Rebuilder {
     /// `stop` ends a running rebuild (at shutdown); a later RebuildProjection starts over.
-    pub fn new(
-        pool: PgPool,
-        command_svc: Channel,
-        lag: LagProbe,
-        stop: CancellationToken,
-    ) -> Self {
+    pub fn new(pool: PgPool, command_svc: Channel, lag: LagProbe, stop: CancellationToken) -> Self {
         Self {
             pool,
             streams: Streams::new(command_svc.clone()),
@@ -109,10 +104,9 @@ impl Rebuilder {
     }
 
     async fn head_position(&self) -> i64 {
-        self.lag
-            .measure()
-            .await
-            .map_or(0, |lag| i64::try_from(lag.head_position).unwrap_or(i64::MAX))
+        self.lag.measure().await.map_or(0, |lag| {
+            i64::try_from(lag.head_position).unwrap_or(i64::MAX)
+        })
     }
 
     async fn run(&self, conn: &mut PgConnection, generation: i32) -> Result<(), AdminError> {
@@ -142,7 +136,10 @@ impl Rebuilder {
                 Err(AdminError::Database(sqlx::Error::Database(error)))
                     if error.code().as_deref() == Some("55P03") && attempt < SWAP_ATTEMPTS =>
                 {
-                    tracing::warn!(attempt, "readers held the tables past the lock timeout; swap retried");
+                    tracing::warn!(
+                        attempt,
+                        "readers held the tables past the lock timeout; swap retried"
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(error) => return Err(error),

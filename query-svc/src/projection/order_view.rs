@@ -174,14 +174,16 @@ impl OrderState {
         }
     }
 
-    /// Folds the order's event number `version`, or refuses an event that does not fit.
+    /// Folds the order's event number `version`, or refuses an event that does not fit. The
+    /// projector hands each stream's versions over in order; a gap here is an event an operator
+    /// skipped (a dead letter), so only going backwards is refused.
     pub fn apply(
         &mut self,
         event: &OrderEvent,
         version: i64,
         position: i64,
     ) -> Result<(), ProjectionError> {
-        if version != self.version + 1 {
+        if version <= self.version {
             return Err(ProjectionError(format!(
                 "order {} is at version {}, cannot apply version {version}",
                 self.order_id, self.version

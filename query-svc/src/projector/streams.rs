@@ -80,7 +80,10 @@ impl Streams {
         if version > last + 1 {
             let missing = u32::try_from(version - last - 1).unwrap_or(u32::MAX);
             tracing::info!(stream = %stream, from = last + 1, count = missing, "filling a hole from command-svc");
-            if !self.apply_from_log(conn, record, last, Some(missing)).await? {
+            if !self
+                .apply_from_log(conn, record, last, Some(missing))
+                .await?
+            {
                 return Ok(Step::Skipped);
             }
         }

@@ -156,9 +156,11 @@ pub async fn end_rebuild(conn: &mut PgConnection, name: &str) -> Result<(), sqlx
 /// defaults, constraints, indexes). Dead letter ids continue from the serving generation's, so
 /// an id never names two dead letters.
 pub async fn create_rebuild_schema(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE"
+    )))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {REBUILD_SCHEMA}")))
         .execute(&mut *conn)
         .await?;
@@ -180,9 +182,11 @@ pub async fn create_rebuild_schema(conn: &mut PgConnection) -> Result<(), sqlx::
 
 /// Makes the unqualified table names of the rest of this transaction name the rebuild's tables.
 pub async fn write_to_rebuild(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!("SET LOCAL search_path TO {REBUILD_SCHEMA}")))
-        .execute(conn)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "SET LOCAL search_path TO {REBUILD_SCHEMA}"
+    )))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -198,16 +202,20 @@ pub async fn swap_in_rebuild(
     sqlx::query("SET LOCAL search_path TO public")
         .execute(&mut *conn)
         .await?;
-    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {retired} CASCADE")))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {retired} CASCADE"
+    )))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {retired}")))
         .execute(&mut *conn)
         .await?;
     for table in GENERATION_TABLES {
-        sqlx::query(AssertSqlSafe(format!("ALTER TABLE public.{table} SET SCHEMA {retired}")))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE public.{table} SET SCHEMA {retired}"
+        )))
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(AssertSqlSafe(format!(
             "ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public"
         )))
@@ -230,8 +238,10 @@ pub async fn swap_in_rebuild(
 }
 
 pub async fn drop_retired(conn: &mut PgConnection, retired: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {retired} CASCADE")))
-        .execute(conn)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {retired} CASCADE"
+    )))
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::Parser;
 use e2e::{TestDatabase, nats::TestStream};
 use shared::proto::v1::{
     self as pb, command_service_client::CommandServiceClient,
+    projection_admin_service_client::ProjectionAdminServiceClient,
     query_service_client::QueryServiceClient,
 };
 use sqlx::PgPool;
@@ -18,6 +19,7 @@ pub const CUSTOMER_ID: &str = "0190b8f6-0000-7000-8000-0000000000c1";
 pub struct Stack {
     pub commands: CommandServiceClient<Channel>,
     pub queries: QueryServiceClient<Channel>,
+    pub admin: ProjectionAdminServiceClient<Channel>,
     /// command-svc's event store.
     pub write_pool: PgPool,
     /// query-svc's read database.
@@ -125,6 +127,7 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
     Stack {
         commands: CommandServiceClient::new(channel(command_addr).await),
         queries: QueryServiceClient::new(channel(query_addr).await),
+        admin: ProjectionAdminServiceClient::new(channel(query_addr).await),
         write_pool,
         read_pool,
         stream,
@@ -220,6 +223,28 @@ impl Stack {
         }
     }
 
+    /// Waits until the projector's consumer has nothing pending or unacknowledged.
+    pub async fn drained(&self) {
+        let client = async_nats::connect(&self.stream.nats_url).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        eventually(|| {
+            let jetstream = jetstream.clone();
+            let stream = self.stream.name.clone();
+            async move {
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+                    .get_stream(&stream)
+                    .await
+                    .ok()?
+                    .get_consumer("query-svc-projections")
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await;
+    }
+
     /// A dump of every read table, to compare before and after.
     pub async fn dump(&self) -> Vec<String> {
         let mut dump = Vec::new();
@@ -240,6 +265,12 @@ impl Stack {
             .unwrap();
             dump.push(format!("{table}: {rows:?}"));
         }
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT global_position FROM applied_events ORDER BY 1")
+                .fetch_all(&self.read_pool)
+                .await
+                .unwrap();
+        dump.push(format!("applied_events: {applied:?}"));
         dump
     }
 }

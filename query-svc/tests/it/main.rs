@@ -4,9 +4,11 @@
 // A panic in a test is a test failure with a line number: unwrap is what we want here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
+mod health;
 mod helpers;
 
-use helpers::{CUSTOMER_ID, Stack, eventually, start};
+use helpers::{CUSTOMER_ID, eventually, start};
 use shared::proto::v1 as pb;
 use sqlx::PgPool;
 
@@ -130,28 +132,6 @@ async fn a_customer_rename_reaches_every_order_view(pool: PgPool) {
     assert!(list.orders.iter().all(|o| o.customer_name == "Ada King"));
 }
 
-/// Waits until the projector's consumer has nothing pending or unacknowledged.
-async fn drained(stack: &Stack) {
-    let client = async_nats::connect(&stack.stream.nats_url).await.unwrap();
-    let jetstream = async_nats::jetstream::new(client);
-    eventually(|| {
-        let jetstream = jetstream.clone();
-        let stream = stack.stream.name.clone();
-        async move {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
-                .get_stream(&stream)
-                .await
-                .ok()?
-                .get_consumer("query-svc-projections")
-                .await
-                .ok()?;
-            let info = consumer.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        }
-    })
-    .await;
-}
-
 #[sqlx::test(migrations = "./migrations")]
 async fn duplicates_and_a_whole_replay_leave_the_read_tables_unchanged(pool: PgPool) {
     let mut stack = start(pool, true).await;
@@ -159,7 +139,7 @@ async fn duplicates_and_a_whole_replay_leave_the_read_tables_unchanged(pool: PgP
     stack.place(ORDER_A, 3).await;
     let last = stack.confirm(ORDER_A).await;
     stack.order_at(ORDER_A, last.position).await;
-    drained(&stack).await;
+    stack.drained().await;
     let before = stack.dump().await;
 
     // Every event again (new message ids, so JetStream keeps them), and the last one twice more.
@@ -172,7 +152,7 @@ async fn duplicates_and_a_whole_replay_leave_the_read_tables_unchanged(pool: PgP
     let mut replay = positions.clone();
     replay.extend([*positions.last().unwrap(); 2]);
     stack.publish(&replay).await;
-    drained(&stack).await;
+    stack.drained().await;
 
     assert_eq!(stack.dump().await, before);
 }
@@ -212,12 +192,12 @@ async fn reordered_and_lost_messages_are_filled_from_command_svc(pool: PgPool) {
     );
 
     // The lost v2 finally arrives, late: a duplicate, nothing changes.
-    drained(&stack).await;
+    stack.drained().await;
     let before = stack.dump().await;
     stack
         .publish(&[i64::try_from(confirmed.position).unwrap()])
         .await;
-    drained(&stack).await;
+    stack.drained().await;
     assert_eq!(stack.dump().await, before);
 }
 
