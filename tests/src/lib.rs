@@ -65,6 +65,33 @@ impl RunningService {
             .await?)
     }
 
+    /// Waits until the health service reports `service` ("" for the whole server) SERVING.
+    pub async fn wait_until_serving(&self, service: &str, timeout: Duration) -> anyhow::Result<()> {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let mut health = HealthClient::new(self.channel().await?);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .map(|response| response.into_inner().status);
+            if status
+                .as_ref()
+                .is_ok_and(|s| *s == ServingStatus::Serving as i32)
+            {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("health of {:?} is {status:?} after {timeout:?}", service);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
     pub fn terminate(mut self) -> anyhow::Result<bool> {
         let pid = self.child.id().to_string();

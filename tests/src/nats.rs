@@ -63,6 +63,20 @@ impl TestStream {
         ]
     }
 
+    /// Creates the stream (subjects `<prefix>.>`), as command-svc's relay would: for tests that
+    /// publish themselves or start query-svc without command-svc.
+    pub async fn create(&self) -> anyhow::Result<()> {
+        let client = async_nats::connect(&self.nats_url).await?;
+        async_nats::jetstream::new(client)
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: self.name.clone(),
+                subjects: vec![format!("{}.>", self.subject_prefix)],
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Every message the stream holds, in stream order (empty if the stream does not exist yet).
     /// Fails loudly when NATS is unreachable.
     pub async fn messages(&self) -> anyhow::Result<Vec<PublishedEvent>> {

@@ -1,9 +1,6 @@
 //! Both binaries start, answer health checks, list their API over reflection and stop cleanly.
 
 use e2e::{RunningService, TestDatabase, nats::TestStream};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use tonic_reflection::pb::v1alpha::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -37,17 +34,14 @@ async fn check_serving(binary: &str) -> anyhow::Result<()> {
         ("DATABASE_URL", database.url.clone()),
     ];
     env.extend(stream.relay_env());
+    if binary == "query-svc" {
+        // command-svc's relay creates the stream; query-svc is not ready without it.
+        stream.create().await?;
+    }
     let service = RunningService::start(binary, env).await?;
-
-    let mut health = HealthClient::new(service.channel().await?);
-    let status = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await?
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32, "{binary} health");
+    service
+        .wait_until_serving("", std::time::Duration::from_secs(20))
+        .await?;
 
     let services = listed_services(&service).await?;
     for expected in [

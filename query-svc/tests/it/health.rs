@@ -37,15 +37,7 @@ async fn wait_for_health(client: &HealthClient<tonic::transport::Channel>, want:
 async fn health_follows_nats_and_the_projection_lag(pool: PgPool) {
     let mut nats = PrivateNats::start().unwrap();
     let stream = TestStream::on(&nats.url());
-    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: stream.name.clone(),
-            subjects: vec![format!("{}.>", stream.subject_prefix)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    stream.create().await.unwrap();
     // command-svc is never there: a hole in a stream cannot be filled, so the lag grows.
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -89,7 +89,7 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
 
     if !relay {
         // The relay normally creates the stream; without it the test publishes into one it made.
-        let client = async_nats::connect(&stream.nats_url).await.unwrap();
+        stream.create().await.unwrap();
         async_nats::jetstream::new(client)
             .create_stream(async_nats::jetstream::stream::Config {
                 name: stream.name.clone(),
