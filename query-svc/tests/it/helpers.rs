@@ -90,14 +90,6 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
     if !relay {
         // The relay normally creates the stream; without it the test publishes into one it made.
         stream.create().await.unwrap();
-        async_nats::jetstream::new(client)
-            .create_stream(async_nats::jetstream::stream::Config {
-                name: stream.name.clone(),
-                subjects: vec![format!("{}.>", stream.subject_prefix)],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
     }
 
     let query_args = [
