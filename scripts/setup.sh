@@ -39,6 +39,20 @@ if ! command -v grpcurl >/dev/null; then
   command -v grpcurl >/dev/null || die "grpcurl installed but not on PATH"
 fi
 
+# The offline checks of deploy/ (deploy/validate.py): docker-compose (Debian) renders the compose
+# file, kubectl's kustomize renders the overlays, kubernetes-validate (PyPI) checks them against
+# the Kubernetes schemas it ships. None of them needs a Docker engine or a cluster.
+if ! command -v docker-compose >/dev/null; then
+  say "installing docker-compose (Debian package, for 'docker-compose config')"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } \
+    || die "cannot install docker-compose from Debian's packages"
+fi
+if ! python3 -c "import kubernetes_validate, yaml" 2>/dev/null; then
+  say "installing kubernetes-validate (PyPI)"
+  python3 -m pip install --quiet --root-user-action=ignore kubernetes-validate || die "cannot install kubernetes-validate from PyPI"
+fi
+command -v kubectl >/dev/null || die "kubectl (with kustomize) is needed to render deploy/k8s; this machine kind ships it in /usr/bin"
+
 # --- PostgreSQL ------------------------------------------------------------------------------
 read -r PG_HOST PG_PORT < <(url_host_port "$DATABASE_URL")
 pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }

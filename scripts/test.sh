@@ -10,5 +10,8 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres
 # Tests make their own streams (TEST_<uuid>, subjects test.<uuid>.>) on this server and delete them.
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 cargo build --workspace --bins
+# The compose file and every Kubernetes overlay, validated offline (and their env vars checked
+# against what the binaries read).
+deploy/validate.py target/debug
 cargo nextest run --workspace --no-fail-fast
 cargo test --workspace --doc

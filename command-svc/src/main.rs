@@ -6,6 +6,10 @@ use command_svc::{config::Config, startup::App};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if config.probe {
+        let serving = shared::grpc::probe(config.grpc_addr).await;
+        std::process::exit(if serving { 0 } else { 1 });
+    }
     shared::telemetry::init(config.log_format);
     let app = App::build(config).await?;
     app.run_until_stopped(shared::shutdown::signal()).await

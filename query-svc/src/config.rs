@@ -12,6 +12,11 @@ pub struct Config {
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
     pub grpc_addr: SocketAddr,
 
+    /// Do not serve: ask the server at GRPC_ADDR for its health and exit 0 if SERVING, 1
+    /// otherwise (the container healthcheck).
+    #[arg(long)]
+    pub probe: bool,
+
     /// query-svc's own read database (migrated at start-up). Keep it apart from command-svc's
     /// event store: both keep an sqlx migration history.
     #[arg(

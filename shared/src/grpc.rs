@@ -36,12 +36,19 @@ pub fn reflection_v1alpha()
     builder().build_v1alpha()
 }
 
+/// The health "service" that is SERVING for as long as the process serves gRPC at all: the
+/// liveness probe, which must not fail (and restart the process) when a dependency is down.
+pub const LIVENESS: &str = "liveness";
+
 /// Health and reflection routes every server starts with; add the service's own to them.
 /// The reporter starts SERVING for the whole server (`""`); services report dependencies on it.
 pub async fn base_routes() -> Result<(HealthReporter, Routes), Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
     let routes = Routes::new(health)
         .add_service(reflection_v1()?)
@@ -148,4 +155,35 @@ pub fn tenant<T>(request: &tonic::Request<T>) -> Result<crate::values::TenantId,
                 tonic::Status::invalid_argument(format!("{TENANT_HEADER} must be a UUID"))
             }),
     }
+}
+
+/// Asks the server listening on `addr` (an unspecified address means this host) for the health
+/// of the whole server: true if SERVING. Containers use it as their healthcheck (`--probe`),
+/// since the runtime image has no shell or grpcurl.
+pub async fn probe(addr: std::net::SocketAddr) -> bool {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let check = async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()?;
+        Some(response.into_inner().status == ServingStatus::Serving as i32)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), check).await,
+        Ok(Some(true))
+    )
 }
