@@ -14,4 +14,6 @@ cargo build --workspace --bins
 # against what the binaries read).
 deploy/validate.py target/debug
 cargo nextest run --workspace --no-fail-fast
+# The scenarios again, pointed at running services by URL only (as against docker compose).
+scripts/e2e-external.sh
 cargo test --workspace --doc

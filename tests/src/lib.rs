@@ -13,6 +13,7 @@ use std::{
 };
 
 pub mod nats;
+pub mod stack;
 
 use anyhow::{Context, bail};
 use tonic::transport::Channel;

@@ -40,8 +40,11 @@ fn tour_blocks(name: &str) -> Vec<String> {
     blocks
 }
 
-fn run_block(block: &str, addr: &str) -> String {
-    let script = block.replace("localhost:50051", addr);
+/// Runs a block with the README's addresses swapped for the test's services.
+fn run_block(block: &str, command_svc: &str, query_svc: &str) -> String {
+    let script = block
+        .replace("localhost:50051", command_svc)
+        .replace("localhost:50052", query_svc);
     let output = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .output()
@@ -56,17 +59,25 @@ fn run_block(block: &str, addr: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_command_svc_tour_runs_verbatim() -> anyhow::Result<()> {
+async fn the_tours_run_verbatim() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
+    let read_database = TestDatabase::create().await?;
     let stream = TestStream::new();
     let mut env = vec![("DATABASE_URL", database.url.clone())];
     env.extend(stream.relay_env());
     let service = RunningService::start("command-svc", env).await?;
     let addr = service.addr.to_string();
+    let mut env = vec![
+        ("DATABASE_URL", read_database.url.clone()),
+        ("COMMAND_SVC_URL", format!("http://{addr}")),
+    ];
+    env.extend(stream.relay_env());
+    let query_svc = RunningService::start("query-svc", env).await?;
+    let query_addr = query_svc.addr.to_string();
 
     let outputs: Vec<String> = tour_blocks("command-svc")
         .iter()
-        .map(|block| run_block(block, &addr))
+        .map(|block| run_block(block, &addr, &query_addr))
         .collect();
     let all = outputs.concat();
     assert!(
@@ -100,6 +111,29 @@ async fn the_command_svc_tour_runs_verbatim() -> anyhow::Result<()> {
     );
     assert_relayed(&pool, &stream).await;
     pool.close().await;
+
+    query_svc
+        .wait_until_serving("", std::time::Duration::from_secs(30))
+        .await?;
+    let outputs: Vec<String> = tour_blocks("query-svc")
+        .iter()
+        .map(|block| run_block(block, &addr, &query_addr))
+        .collect();
+    let all = outputs.concat();
+    for expected in [
+        r#""status": "ORDER_STATUS_DELIVERED""#,
+        r#""customerName": "Ada King""#,
+        r#""description": "#,
+        r#""name": "read_model""#,
+        r#""status": "SERVING""#,
+    ] {
+        assert!(
+            all.contains(expected),
+            "query tour output lacks {expected}:\n{all}"
+        );
+    }
+    assert!(query_svc.terminate()?);
     assert!(service.terminate()?);
+    read_database.drop_database().await?;
     database.drop_database().await
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the end-to-end scenarios against services this script starts as plain processes, reached
+# only through E2E_COMMAND_SVC_URL / E2E_QUERY_SVC_URL: the same path as a docker compose stack
+# or a cluster, where the suite is pointed at endpoints and starts nothing itself.
+#   scripts/e2e-external.sh            # local processes (CI does this)
+#   E2E_COMMAND_SVC_URL=http://localhost:50051 E2E_QUERY_SVC_URL=http://localhost:50052 \
+#     cargo nextest run -p e2e --test scenarios       # any running stack, e.g. docker compose
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG="postgres://postgres@127.0.0.1:5432"
+NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
+run_id="e2e_ext_$(date +%s)_$$"
+write_db="${run_id}_write"
+read_db="${run_id}_read"
+stream="$(echo "${run_id}" | tr '[:lower:]' '[:upper:]')"
+prefix="e2e.${run_id}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+command_addr="127.0.0.1:$(free_port)"
+query_addr="127.0.0.1:$(free_port)"
+
+for db in "$write_db" "$read_db"; do psql "$PG/postgres" -qc "CREATE DATABASE $db"; done
+pids=()
+cleanup() {
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  for db in "$write_db" "$read_db"; do psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
+  # The stream the relay made: deleted through the JetStream API (no nats CLI needed).
+  python3 - "$NATS_URL" "$stream" <<'PY' || true
+import socket, sys, urllib.parse
+url = urllib.parse.urlparse(sys.argv[1])
+with socket.create_connection((url.hostname, url.port or 4222), timeout=5) as s:
+    s.recv(4096)
+    s.sendall(f"CONNECT {{}}\r\nPUB $JS.API.STREAM.DELETE.{sys.argv[2]} 0\r\n\r\nPING\r\n".encode())
+    s.recv(4096)
+PY
+}
+trap cleanup EXIT
+
+export LOG_FORMAT=pretty RUST_LOG=warn NATS_URL NATS_STREAM="$stream" NATS_SUBJECT_PREFIX="$prefix"
+GRPC_ADDR="$command_addr" DATABASE_URL="$PG/$write_db" RELAY_POLL_INTERVAL=50ms target/debug/command-svc &
+pids+=($!)
+GRPC_ADDR="$query_addr" DATABASE_URL="$PG/$read_db" COMMAND_SVC_URL="http://$command_addr" target/debug/query-svc &
+pids+=($!)
+for binary_addr in "command-svc $command_addr" "query-svc $query_addr"; do
+  set -- $binary_addr
+  for _ in $(seq 1 150); do
+    GRPC_ADDR="$2" "target/debug/$1" --probe && break
+    sleep 0.2
+  done
+  GRPC_ADDR="$2" "target/debug/$1" --probe || { echo "$1 did not become SERVING" >&2; exit 1; }
+done
+
+E2E_COMMAND_SVC_URL="http://$command_addr" E2E_QUERY_SVC_URL="http://$query_addr" \
+  cargo nextest run -p e2e --test scenarios --no-fail-fast
