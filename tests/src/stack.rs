@@ -14,6 +14,7 @@ use tonic::{Request, metadata::MetadataValue, transport::Channel};
 use crate::{RunningService, TestDatabase, nats::TestStream};
 
 /// Both services started by the test: restartable.
+#[derive(Debug)]
 struct Local {
     write_db: TestDatabase,
     read_db: TestDatabase,
@@ -23,6 +24,7 @@ struct Local {
 }
 
 /// A running command-svc and query-svc, and a tenant of this scenario's own.
+#[derive(Debug)]
 pub struct Stack {
     local: Option<Local>,
     command_url: String,
