@@ -113,6 +113,7 @@ impl App {
             Streams::new(command_svc.clone()),
             lag.clone(),
             progress.consuming.clone(),
+            progress.notify_applied.clone(),
             Rebuilder::new(self.pool.clone(), command_svc, lag, stop.clone()),
         );
         let routes = routes

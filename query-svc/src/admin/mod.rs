@@ -80,6 +80,7 @@ pub struct Admin {
     streams: Streams,
     lag: LagProbe,
     consuming: watch::Receiver<bool>,
+    notify_applied: watch::Sender<u64>,
     rebuilder: Rebuilder,
 }
 
@@ -89,6 +90,7 @@ impl Admin {
         streams: Streams,
         lag: LagProbe,
         consuming: watch::Receiver<bool>,
+        notify_applied: watch::Sender<u64>,
         rebuilder: Rebuilder,
     ) -> Self {
         Self {
@@ -96,6 +98,7 @@ impl Admin {
             streams,
             lag,
             consuming,
+            notify_applied,
             rebuilder,
         }
     }
@@ -162,6 +165,7 @@ impl Admin {
         match dead_letters::pending_at(&mut tx, &stream, version, tenant).await? {
             None => {
                 tx.commit().await?;
+                self.notify_applied.send_modify(|n| *n += 1);
                 tracing::info!(id, event_id = %dead.event_id, "dead letter retried and applied");
                 Ok(Retried::Applied)
             }
@@ -200,6 +204,7 @@ impl Admin {
         .await?;
         self.streams.catch_up(&mut tx, &record).await?;
         tx.commit().await?;
+        self.notify_applied.send_modify(|n| *n += 1);
         tracing::warn!(id, event_id = %dead.event_id, reason, "dead letter skipped");
         Ok(())
     }

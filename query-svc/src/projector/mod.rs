@@ -40,6 +40,8 @@ pub struct ProjectorSettings {
 pub struct Progress {
     /// Bumped after every committed batch: read-your-writes waiters re-check on it.
     pub applied: watch::Receiver<u64>,
+    /// Bumps `applied` for events applied outside the projector (a dead letter retried or skipped).
+    pub notify_applied: watch::Sender<u64>,
     /// Order views as they change, for WatchOrders.
     pub changes: broadcast::Sender<Arc<OrderChanged>>,
     /// Whether the projector is attached to its consumer and applying events.
@@ -69,6 +71,7 @@ impl Projector {
         let (consuming, consuming_rx) = watch::channel(false);
         let progress = Progress {
             applied: applied_rx,
+            notify_applied: applied.clone(),
             changes: changes.clone(),
             consuming: consuming_rx,
         };

@@ -6,7 +6,9 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use shared::proto::v1 as pb;
+use shared::proto::v1::{
+    self as pb, projection_admin_service_client::ProjectionAdminServiceClient,
+};
 use sqlx::PgPool;
 use tonic::Code;
 
@@ -80,9 +82,11 @@ async fn dead_letter_holding(stack: &mut Stack, held: u64) -> pb::DeadLetter {
     .await
 }
 
-async fn read_model(stack: &mut Stack) -> pb::ProjectionStatus {
-    let mut projections = stack
-        .admin
+/// The one projection's status.
+async fn projection_status(
+    mut admin: ProjectionAdminServiceClient<tonic::transport::Channel>,
+) -> pb::ProjectionStatus {
+    let mut projections = admin
         .list_projections(pb::ListProjectionsRequest {})
         .await
         .unwrap()
@@ -90,6 +94,10 @@ async fn read_model(stack: &mut Stack) -> pb::ProjectionStatus {
         .projections;
     assert_eq!(projections.len(), 1);
     projections.remove(0)
+}
+
+async fn read_model(stack: &mut Stack) -> pb::ProjectionStatus {
+    projection_status(stack.admin.clone()).await
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -275,15 +283,9 @@ async fn rebuild(stack: &mut Stack) -> u32 {
         .into_inner();
     assert_eq!(started.generation, before + 1);
     eventually(|| {
-        let mut admin = stack.admin.clone();
+        let admin = stack.admin.clone();
         async move {
-            let status = admin
-                .list_projections(pb::ListProjectionsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .projections
-                .remove(0);
+            let status = projection_status(admin).await;
             (status.generation == started.generation && status.rebuild.is_none()).then_some(())
         }
     })
@@ -349,15 +351,9 @@ async fn a_rebuild_equals_the_incremental_projection_while_queries_keep_answerin
         positions.push((order.clone(), stack.place(&order, 1).await.position));
     }
     eventually(|| {
-        let mut admin = stack.admin.clone();
+        let admin = stack.admin.clone();
         async move {
-            let status = admin
-                .list_projections(pb::ListProjectionsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .projections
-                .remove(0);
+            let status = projection_status(admin).await;
             (status.generation == 3 && status.rebuild.is_none()).then_some(())
         }
     })
@@ -373,13 +369,18 @@ async fn a_rebuild_equals_the_incremental_projection_while_queries_keep_answerin
     assert_eq!(rebuild(&mut stack).await, 4);
     assert_eq!(stack.dump().await, after_live_rebuild);
 
-    let status = read_model(&mut stack).await;
+    // Caught up: the checkpoint reaches the head of the stream, nothing pending.
+    let status = eventually(|| {
+        let admin = stack.admin.clone();
+        async move {
+            let status = projection_status(admin).await;
+            (status.checkpoint_position == status.head_position && status.lag_events == 0)
+                .then_some(status)
+        }
+    })
+    .await;
     assert_eq!(status.state, pb::ProjectionState::Running as i32);
-    assert_eq!(
-        status.checkpoint_position, status.head_position,
-        "{status:?}"
-    );
-    assert_eq!(status.lag_events, 0);
+    assert_eq!((status.generation, status.dead_letters), (4, 0));
     let retired: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'retired_%' OR nspname = 'rebuild'",
     )
