@@ -106,13 +106,22 @@ impl Stack {
         Ok(())
     }
 
-    /// SIGKILLs query-svc and starts it again on the same read database (local only).
-    pub async fn restart_query_svc(&mut self) -> anyhow::Result<()> {
+    /// SIGKILLs query-svc (local only); [`Self::start_query_svc`] brings it back.
+    pub fn kill_query_svc(&mut self) -> anyhow::Result<()> {
         let local = self
             .local
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("not local"))?;
         local.query_svc = None;
+        Ok(())
+    }
+
+    /// Starts query-svc again on the same read database and stream (local only).
+    pub async fn start_query_svc(&mut self) -> anyhow::Result<()> {
+        let local = self
+            .local
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("not local"))?;
         local.start_query_svc().await?;
         self.query_url = local.query_url();
         Ok(())
