@@ -7,7 +7,7 @@ use anyhow::Context;
 use shared::proto::v1::{
     command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
 };
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -32,12 +32,13 @@ impl App {
     /// Connects to Postgres, runs the migrations and binds the listen address (port 0 picks a
     /// free port, as tests do).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
-            .acquire_timeout(config.database_acquire_timeout)
-            .connect(&config.database_url)
-            .await
-            .context("cannot connect to the database (DATABASE_URL)")?;
+        let pool = shared::connect::database(
+            &config.database_url,
+            config.database_max_connections,
+            config.database_acquire_timeout,
+        )
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
         // sqlx holds a Postgres advisory lock while migrating, so replicas starting together
         // don't race.
         MIGRATOR
@@ -117,13 +118,7 @@ impl App {
     /// Starts the relay task. The NATS connection is made in the background (and re-made after
     /// any disconnect), so the command path never waits for NATS.
     async fn spawn_relay(&self, stop: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("command-svc relay")
-            .retry_on_initial_connect()
-            .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection event");
-            })
-            .connect(self.config.nats_url.as_str())
+        let nats = shared::connect::nats(&self.config.nats_url, "command-svc relay")
             .await
             .context("invalid NATS_URL")?;
         let settings = RelaySettings {

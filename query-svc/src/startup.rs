@@ -9,7 +9,7 @@ use shared::proto::v1::{
     projection_admin_service_server::ProjectionAdminServiceServer,
     query_service_server::QueryServiceServer,
 };
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -33,12 +33,13 @@ pub struct App {
 impl App {
     /// Connects to the read database, migrates it and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
-            .acquire_timeout(config.database_acquire_timeout)
-            .connect(&config.database_url)
-            .await
-            .context("cannot connect to the read database (DATABASE_URL)")?;
+        let pool = shared::connect::database(
+            &config.database_url,
+            config.database_max_connections,
+            config.database_acquire_timeout,
+        )
+        .await
+        .context("cannot connect to the read database (DATABASE_URL)")?;
         MIGRATOR
             .run(&pool)
             .await
@@ -66,13 +67,7 @@ impl App {
     /// Projects and serves until `shutdown` resolves, then drains calls, lets the projector
     /// finish its batch and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("query-svc projector")
-            .retry_on_initial_connect()
-            .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection event");
-            })
-            .connect(self.config.nats_url.as_str())
+        let nats = shared::connect::nats(&self.config.nats_url, "query-svc projector")
             .await
             .context("invalid NATS_URL")?;
         let command_svc = Channel::from_shared(self.config.command_svc_url.clone())

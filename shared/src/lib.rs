@@ -8,6 +8,7 @@
 //! - [`telemetry`] and [`shutdown`]: process plumbing shared by both binaries.
 
 pub mod config;
+pub mod connect;
 pub mod envelope;
 pub mod events;
 pub mod grpc;
