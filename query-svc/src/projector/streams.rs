@@ -84,6 +84,8 @@ impl Streams {
                 .apply_from_log(conn, record, last, Some(missing))
                 .await?
             {
+                // A missing version was dead-lettered: this one now waits behind it.
+                held_behind_dead_letter(conn, tenant, &stream, version).await?;
                 return Ok(Step::Skipped);
             }
         }
