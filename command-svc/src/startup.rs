@@ -1,14 +1,15 @@
-//! Builds and runs the server: `App::build` connects, migrates and binds; `run_until_stopped`
-//! serves until shutdown.
+//! Builds and runs the server: `App::build` binds; `run_until_stopped` migrates (once the
+//! database answers), relays and serves until shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use shared::admission::{AdmissionLayer, Readiness};
 use shared::proto::v1::{
     command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
 };
 use sqlx::PgPool;
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -19,46 +20,57 @@ use crate::{
     store::{EventStore, MIGRATOR},
 };
 
-/// A connected, migrated, bound command-svc.
+/// The health services whose status follows the event store's.
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "pizzeria.v1.CommandService",
+    "pizzeria.v1.EventLogService",
+];
+
+/// A bound command-svc.
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
     config: Config,
     pool: PgPool,
+    admission: AdmissionLayer,
+    readiness: Readiness,
     appended: Arc<Notify>,
 }
 
 impl App {
-    /// Connects to Postgres, runs the migrations and binds the listen address (port 0 picks a
-    /// free port, as tests do).
+    /// Makes the event store's pool (connected on first use) and binds the listen address (port
+    /// 0 picks a free port, as tests do). Postgres does not have to be up: the service starts
+    /// NOT_SERVING and migrates and serves once it is.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = shared::connect::database(
             &config.database_url,
             config.database_max_connections,
             config.database_acquire_timeout,
         )
-        .await
-        .context("cannot connect to the database (DATABASE_URL)")?;
-        // sqlx holds a Postgres advisory lock while migrating, so replicas starting together
-        // don't race.
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("database migration failed")?;
+        .context("invalid DATABASE_URL")?;
         Self::with_pool(config, pool).await
     }
 
-    /// Binds with an existing, migrated pool (tests get one per test from `#[sqlx::test]`).
+    /// Binds with an existing pool (tests get one per test from `#[sqlx::test]`).
     pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+        let (admission, readiness) = AdmissionLayer::new(config.max_in_flight_calls as usize);
         Ok(Self {
             listener,
             config,
             pool,
+            admission,
+            readiness,
             appended: Arc::new(Notify::new()),
         })
+    }
+
+    /// Turns true once the service has migrated its database and admits calls.
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.admission.ready()
     }
 
     /// The address actually bound.
@@ -74,14 +86,57 @@ impl App {
             self.config.snapshot_every,
             self.appended.clone(),
         );
-        let relay_stop = CancellationToken::new();
-        let relay = if self.config.relay_enabled {
-            Some(self.spawn_relay(relay_stop.clone()).await?)
+        let stop = CancellationToken::new();
+        let nats = if self.config.relay_enabled {
+            Some(
+                shared::connect::nats(&self.config.nats_url, "command-svc relay")
+                    .await
+                    .context("invalid NATS_URL")?,
+            )
         } else {
             None
         };
-        let limit = self.config.max_request_bytes;
+        // Migrate (waiting for the database as long as it takes), then admit calls and relay.
+        let relay = nats.map(|nats| self.relay(nats));
+        let addr = self.local_addr()?;
+        let (admission, readiness) = (self.admission, self.readiness);
+        let starting = {
+            let (pool, stop) = (self.pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                if !shared::connect::migrate(&pool, &MIGRATOR, &stop).await {
+                    return None;
+                }
+                readiness.set_ready();
+                relay.map(|relay| tokio::spawn(relay.run(stop)))
+            })
+        };
+
         let (health, routes) = shared::grpc::base_routes().await?;
+        // Ready while the event store answers. NATS is not needed to take commands: the relay
+        // publishes them once it is back.
+        let stop_monitor = CancellationToken::new();
+        let (pool, migrated) = (self.pool.clone(), admission.ready());
+        tokio::spawn(shared::health::follow(
+            health.clone(),
+            HEALTH_SERVICES,
+            stop_monitor.clone(),
+            admission.ready(),
+            move || {
+                let (pool, migrated) = (pool.clone(), *migrated.borrow());
+                async move {
+                    if migrated {
+                        shared::health::database_problem(&pool).await
+                    } else {
+                        Some("database not reachable (or not migrated) yet".to_owned())
+                    }
+                }
+            },
+        ));
+        let shutdown = async move {
+            shutdown.await;
+            stop_monitor.cancel();
+        };
+        let limit = self.config.max_request_bytes;
         let routes = routes
             .add_service(
                 CommandServiceServer::new(CommandApi::new(handler))
@@ -91,10 +146,11 @@ impl App {
                 EventLogServiceServer::new(EventLogApi::new(store))
                     .max_decoding_message_size(limit),
             );
-        tracing::info!(addr = %self.local_addr()?, "command-svc listening");
+        tracing::info!(%addr, "command-svc listening");
         let served = shared::grpc::serve(
             self.listener,
             routes,
+            admission,
             health,
             shutdown,
             self.config.shutdown_drain_timeout,
@@ -104,23 +160,24 @@ impl App {
         .context("gRPC server failed");
         // Calls are drained, so no more commits come from this process: let the relay finish
         // its batch. What it leaves is published by the next relay to take the lock.
-        relay_stop.cancel();
-        if let Some(relay) = relay
-            && tokio::time::timeout(self.config.shutdown_drain_timeout, relay)
-                .await
-                .is_err()
+        stop.cancel();
+        let relay_done = async {
+            if let Ok(Some(relay)) = starting.await {
+                let _ = relay.await;
+            }
+        };
+        if tokio::time::timeout(self.config.shutdown_drain_timeout, relay_done)
+            .await
+            .is_err()
         {
             tracing::warn!("relay did not finish its batch within the drain timeout");
         }
         served
     }
 
-    /// Starts the relay task. The NATS connection is made in the background (and re-made after
-    /// any disconnect), so the command path never waits for NATS.
-    async fn spawn_relay(&self, stop: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
-        let nats = shared::connect::nats(&self.config.nats_url, "command-svc relay")
-            .await
-            .context("invalid NATS_URL")?;
+    /// The relay. Its NATS connection is made in the background (and re-made after any
+    /// disconnect), so the command path never waits for NATS.
+    fn relay(&self, nats: async_nats::Client) -> Relay {
         let settings = RelaySettings {
             stream: EventStreamSettings {
                 name: self.config.nats_stream.clone(),
@@ -131,7 +188,6 @@ impl App {
             batch_size: self.config.relay_batch_size,
             poll_interval: self.config.relay_poll_interval,
         };
-        let relay = Relay::new(self.pool.clone(), nats, settings, self.appended.clone());
-        Ok(tokio::spawn(relay.run(stop)))
+        Relay::new(self.pool.clone(), nats, settings, self.appended.clone())
     }
 }

@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = shared::config::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Most calls running at once in this process; one more is refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding) rather than queued. Health checks are never refused.
+    #[arg(long, env = "MAX_IN_FLIGHT_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight_calls: u32,
+
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
     #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = shared::config::parse_duration)]
     pub shutdown_drain_timeout: Duration,

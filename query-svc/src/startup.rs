@@ -1,5 +1,5 @@
-//! Builds and runs the server: `App::build` connects, migrates and binds; `run_until_stopped`
-//! projects and serves until shutdown.
+//! Builds and runs the server: `App::build` binds; `run_until_stopped` migrates (once the
+//! database answers), projects and serves until shutdown.
 
 use std::{future::Future, net::SocketAddr};
 
@@ -13,6 +13,8 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+use shared::admission::{AdmissionLayer, Readiness};
 
 use crate::{
     admin::{Admin, health::HealthMonitor, lag::LagProbe, rebuild::Rebuilder},
@@ -28,35 +30,42 @@ pub struct App {
     listener: TcpListener,
     config: Config,
     pool: PgPool,
+    admission: AdmissionLayer,
+    readiness: Readiness,
 }
 
 impl App {
-    /// Connects to the read database, migrates it and binds the listen address.
+    /// Makes the read database pool (connected on first use) and binds the listen address.
+    /// Neither Postgres nor NATS has to be up: the service starts NOT_SERVING and migrates,
+    /// projects and serves once they are.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = shared::connect::database(
             &config.database_url,
             config.database_max_connections,
             config.database_acquire_timeout,
         )
-        .await
-        .context("cannot connect to the read database (DATABASE_URL)")?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("read database migration failed")?;
+        .context("invalid DATABASE_URL")?;
         Self::with_pool(config, pool).await
     }
 
-    /// Binds with an existing, migrated pool (tests get one per test from `#[sqlx::test]`).
+    /// Binds with an existing pool (tests get one per test from `#[sqlx::test]`).
     pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+        let (admission, readiness) = AdmissionLayer::new(config.max_in_flight_calls as usize);
         Ok(Self {
             listener,
             config,
             pool,
+            admission,
+            readiness,
         })
+    }
+
+    /// Turns true once the service has migrated its database and admits calls.
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.admission.ready()
     }
 
     /// The address actually bound.
@@ -91,7 +100,19 @@ impl App {
             },
         );
         let stop = CancellationToken::new();
-        let projecting = tokio::spawn(projector.run(stop.clone()));
+        let addr = self.local_addr()?;
+        let (admission, readiness) = (self.admission, self.readiness);
+        // Migrate (waiting for the database as long as it takes), then admit calls and project.
+        let starting = {
+            let (pool, stop) = (self.pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                if !shared::connect::migrate(&pool, &MIGRATOR, &stop).await {
+                    return None;
+                }
+                readiness.set_ready();
+                Some(tokio::spawn(projector.run(stop)))
+            })
+        };
 
         let (health, routes) = shared::grpc::base_routes().await?;
         let monitor = HealthMonitor {
@@ -99,6 +120,7 @@ impl App {
             nats,
             lag: lag.clone(),
             consuming: progress.consuming.clone(),
+            migrated: admission.ready(),
             max_lag: self.config.health_max_lag,
         };
         let stop_monitor = CancellationToken::new();
@@ -123,10 +145,11 @@ impl App {
             shutdown.await;
             stop_monitor.cancel();
         };
-        tracing::info!(addr = %self.local_addr()?, "query-svc listening");
+        tracing::info!(%addr, "query-svc listening");
         let served = shared::grpc::serve(
             self.listener,
             routes,
+            admission,
             health,
             shutdown,
             self.config.shutdown_drain_timeout,
@@ -135,7 +158,12 @@ impl App {
         .await
         .context("gRPC server failed");
         stop.cancel();
-        if tokio::time::timeout(self.config.shutdown_drain_timeout, projecting)
+        let projector_done = async {
+            if let Ok(Some(projecting)) = starting.await {
+                let _ = projecting.await;
+            }
+        };
+        if tokio::time::timeout(self.config.shutdown_drain_timeout, projector_done)
             .await
             .is_err()
         {

@@ -1,12 +1,16 @@
-//! Connecting to the two dependencies both services have, the same way in each.
+//! Connecting to the two dependencies both services have, the same way in each. Neither
+//! connection is needed to start: a service whose database or NATS is down runs, reports
+//! NOT_SERVING, and carries on once they appear (no crash loop).
 
 use std::time::Duration;
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 
-/// A Postgres pool: at most `max_connections`, and a call waits at most `acquire_timeout` for a
-/// connection (then the caller answers UNAVAILABLE). Fails if the database cannot be reached now.
-pub async fn database(
+/// A Postgres pool that connects on first use: at most `max_connections`, and a call waits at
+/// most `acquire_timeout` for a connection (then the caller answers UNAVAILABLE). Fails only for
+/// a malformed URL.
+pub fn database(
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
@@ -14,8 +18,27 @@ pub async fn database(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
-        .connect(url)
-        .await
+        .connect_lazy(url)
+}
+
+/// Runs `migrator` on `pool`, retrying with backoff while the database cannot be reached or the
+/// migration fails (each failure is logged). Returns false if `stop` came first.
+/// sqlx holds a Postgres advisory lock while migrating, so replicas starting together don't race.
+pub async fn migrate(pool: &PgPool, migrator: &Migrator, stop: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "database not ready: cannot migrate yet");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// A NATS client that connects (and reconnects) in the background, so start-up never waits for

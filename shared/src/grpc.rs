@@ -41,11 +41,12 @@ pub fn reflection_v1alpha()
 pub const LIVENESS: &str = "liveness";
 
 /// Health and reflection routes every server starts with; add the service's own to them.
-/// The reporter starts SERVING for the whole server (`""`); services report dependencies on it.
+/// The whole server (`""`) starts NOT_SERVING: the service reports SERVING once its
+/// dependencies answer ([`crate::health::follow`]).
 pub async fn base_routes() -> Result<(HealthReporter, Routes), Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     reporter
         .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
@@ -59,10 +60,11 @@ pub async fn base_routes() -> Result<(HealthReporter, Routes), Error> {
 /// Serves `routes` on `listener` until `shutdown` resolves; then reports NOT_SERVING (so load
 /// balancers stop sending work), stops accepting, and lets in-flight calls finish for up to
 /// `drain_timeout`. Idle client connections would otherwise hold the server open forever.
-/// Every call is bounded by `request_timeout`.
+/// Every call is bounded by `request_timeout` and passes `admission` first.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
+    admission: crate::admission::AdmissionLayer,
     reporter: HealthReporter,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
@@ -72,6 +74,7 @@ pub async fn serve(
     // `timeout` bounds every call; a client's shorter grpc-timeout deadline takes precedence.
     let server = tonic::transport::Server::builder()
         .timeout(request_timeout)
+        .layer(admission)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),

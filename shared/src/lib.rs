@@ -7,11 +7,13 @@
 //! - [`envelope`]: what travels with an event (stream, version, position, metadata).
 //! - [`telemetry`] and [`shutdown`]: process plumbing shared by both binaries.
 
+pub mod admission;
 pub mod config;
 pub mod connect;
 pub mod envelope;
 pub mod events;
 pub mod grpc;
+pub mod health;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;

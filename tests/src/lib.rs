@@ -59,6 +59,22 @@ impl RunningService {
         Ok(service)
     }
 
+    /// [`Self::start`], then waits until the whole server reports SERVING.
+    pub async fn start_serving<K, V>(
+        binary: &str,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> anyhow::Result<Self>
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let service = Self::start(binary, env).await?;
+        service
+            .wait_until_serving("", Duration::from_secs(30))
+            .await?;
+        Ok(service)
+    }
+
     /// A gRPC channel to the service.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(format!("http://{}", self.addr))?

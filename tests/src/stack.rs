@@ -159,7 +159,7 @@ impl Local {
             ("SHUTDOWN_DRAIN_TIMEOUT", "2s".to_owned()),
         ];
         env.extend(self.stream.relay_env());
-        self.command_svc = Some(RunningService::start("command-svc", env).await?);
+        self.command_svc = Some(RunningService::start_serving("command-svc", env).await?);
         Ok(())
     }
 
@@ -170,11 +170,7 @@ impl Local {
             ("SHUTDOWN_DRAIN_TIMEOUT", "2s".to_owned()),
         ];
         env.extend(self.stream.relay_env());
-        let query_svc = RunningService::start("query-svc", env).await?;
-        query_svc
-            .wait_until_serving("pizzeria.v1.QueryService", Duration::from_secs(30))
-            .await?;
-        self.query_svc = Some(query_svc);
+        self.query_svc = Some(RunningService::start_serving("query-svc", env).await?);
         Ok(())
     }
 }

@@ -47,7 +47,8 @@ fn grpcurl_call(service: &RunningService, method: &str, data: &str) -> (bool, St
 async fn grpcurl_lists_describes_and_places_an_order() -> anyhow::Result<()> {
     let database = TestDatabase::create().await?;
     let stream = TestStream::new();
-    let service = RunningService::start("command-svc", service_env(&database, &stream)).await?;
+    let service =
+        RunningService::start_serving("command-svc", service_env(&database, &stream)).await?;
 
     let (ok, listed, _) = grpcurl(&service, &[], &["list"]);
     assert!(ok);
@@ -131,7 +132,7 @@ async fn sigkill_mid_burst_loses_nothing_and_retries_return_the_original_replies
     let stream = TestStream::new();
     let mut env = service_env(&database, &stream);
     env.push(("RELAY_BATCH_SIZE", "5".to_owned()));
-    let service = RunningService::start("command-svc", env.clone()).await?;
+    let service = RunningService::start_serving("command-svc", env.clone()).await?;
     let mut client = CommandServiceClient::new(service.channel().await?);
     client
         .register_customer(pb::RegisterCustomerRequest {
@@ -176,7 +177,7 @@ async fn sigkill_mid_burst_loses_nothing_and_retries_return_the_original_replies
     );
 
     // Restart and retry every command with its id, as a client does after an ambiguous failure.
-    let service = RunningService::start("command-svc", env).await?;
+    let service = RunningService::start_serving("command-svc", env).await?;
     let mut client = CommandServiceClient::new(service.channel().await?);
     for id in &commands {
         let retried = client.place_order(place(id, id)).await?.into_inner();

@@ -65,7 +65,7 @@ async fn the_tours_run_verbatim() -> anyhow::Result<()> {
     let stream = TestStream::new();
     let mut env = vec![("DATABASE_URL", database.url.clone())];
     env.extend(stream.relay_env());
-    let service = RunningService::start("command-svc", env).await?;
+    let service = RunningService::start_serving("command-svc", env).await?;
     let addr = service.addr.to_string();
     let mut env = vec![
         ("DATABASE_URL", read_database.url.clone()),

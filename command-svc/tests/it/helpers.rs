@@ -58,8 +58,10 @@ async fn spawn_args(pool: PgPool, flags: &[&str]) -> TestApp {
         .await
         .expect("app builds");
     let addr = app.local_addr().expect("bound");
+    let mut ready = app.ready();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+    ready.wait_for(|ready| *ready).await.expect("app starts");
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("valid uri")
         .connect()

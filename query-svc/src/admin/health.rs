@@ -3,15 +3,13 @@
 
 use std::time::Duration;
 
+use shared::health::CHECK_INTERVAL;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::server::HealthReporter;
 
 use super::lag::LagProbe;
-
-/// How often the dependencies are checked.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The services whose status is reported: the whole server ("") and each gRPC service.
 const SERVICES: &[&str] = &[
@@ -26,6 +24,8 @@ pub struct HealthMonitor {
     pub nats: async_nats::Client,
     pub lag: LagProbe,
     pub consuming: watch::Receiver<bool>,
+    /// True once the read database is migrated (the service is admitting calls).
+    pub migrated: watch::Receiver<bool>,
     /// Largest tolerated age of the oldest unapplied event.
     pub max_lag: Duration,
 }
@@ -33,13 +33,11 @@ pub struct HealthMonitor {
 impl HealthMonitor {
     /// Why the service should not take traffic now, or None if it should.
     pub async fn problem(&self) -> Option<String> {
-        let database = tokio::time::timeout(
-            CHECK_INTERVAL,
-            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool),
-        )
-        .await;
-        if !matches!(database, Ok(Ok(1))) {
-            return Some("read database unreachable".into());
+        if !*self.migrated.borrow() {
+            return Some("read database not reachable (or not migrated) yet".into());
+        }
+        if let Some(problem) = shared::health::database_problem(&self.pool).await {
+            return Some(format!("read {problem}"));
         }
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Some("NATS unreachable".into());
@@ -60,29 +58,7 @@ impl HealthMonitor {
 
     /// Reports NOT_SERVING until the first check passes, then follows every check until `stop`.
     pub async fn run(self, reporter: HealthReporter, stop: CancellationToken) {
-        let mut serving = None;
-        loop {
-            let problem = self.problem().await;
-            let now_serving = problem.is_none();
-            if serving != Some(now_serving) {
-                match &problem {
-                    None => tracing::info!("health: SERVING"),
-                    Some(why) => tracing::warn!(reason = %why, "health: NOT_SERVING"),
-                }
-                let status = if now_serving {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                for service in SERVICES {
-                    reporter.set_service_status(*service, status).await;
-                }
-                serving = Some(now_serving);
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(CHECK_INTERVAL) => {}
-            }
-        }
+        let migrated = self.migrated.clone();
+        shared::health::follow(reporter, SERVICES, stop, migrated, || self.problem()).await;
     }
 }

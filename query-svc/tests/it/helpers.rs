@@ -85,7 +85,9 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
     .await
     .unwrap();
     let command_addr = command_app.local_addr().unwrap();
+    let mut command_ready = command_app.ready();
     tokio::spawn(command_app.run_until_stopped(stop.clone().cancelled_owned()));
+    command_ready.wait_for(|ready| *ready).await.unwrap();
 
     if !relay {
         // The relay normally creates the stream; without it the test publishes into one it made.
@@ -114,7 +116,9 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
     .await
     .unwrap();
     let query_addr = query_app.local_addr().unwrap();
+    let mut query_ready = query_app.ready();
     tokio::spawn(query_app.run_until_stopped(stop.clone().cancelled_owned()));
+    query_ready.wait_for(|ready| *ready).await.unwrap();
 
     Stack {
         commands: CommandServiceClient::new(channel(command_addr).await),
