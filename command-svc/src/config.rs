@@ -72,11 +72,6 @@ pub struct Config {
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "pizzeria.events", value_parser = shared::config::parse_subject_prefix)]
     pub nats_subject_prefix: String,
 
-    /// JetStream drops a re-published event id within this window. Keep it longer than the
-    /// longest relay outage whose tail may be re-published (consumers de-duplicate beyond it).
-    #[arg(long, env = "NATS_DUPLICATE_WINDOW", default_value = "30m", value_parser = shared::config::parse_duration)]
-    pub nats_duplicate_window: Duration,
-
     /// Run the relay in this process. One relay per database is active at a time (the others
     /// wait on an advisory lock), so every replica may leave it on.
     #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]

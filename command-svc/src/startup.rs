@@ -182,7 +182,6 @@ impl App {
             stream: EventStreamSettings {
                 name: self.config.nats_stream.clone(),
                 subject_prefix: self.config.nats_subject_prefix.clone(),
-                duplicate_window: self.config.nats_duplicate_window,
                 publish_timeout: self.config.relay_publish_timeout,
             },
             batch_size: self.config.relay_batch_size,

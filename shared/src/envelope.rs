@@ -33,8 +33,10 @@ pub fn stream_id(aggregate_type: &str, aggregate_id: Uuid) -> String {
 /// `pizzeria.v1.EventRecord`; the headers repeat what a reader needs without decoding it, and
 /// `Es-Txid`/`Es-Pos` are the relay's own checkpoint: it resumes after the last message's pair.
 pub mod headers {
-    /// JetStream de-duplication key: the event id.
-    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// The event id. Deliberately not `Nats-Msg-Id`: the relay's `Nats-Expected-Last-Sequence`
+    /// already refuses every publish but the next one, and a "duplicate" acknowledgement would
+    /// let the relay move its cursor while the stream did not move.
+    pub const EVENT_ID: &str = "Es-Event-Id";
     pub const TENANT: &str = "Es-Tenant";
     pub const STREAM: &str = "Es-Stream";
     pub const VERSION: &str = "Es-Version";

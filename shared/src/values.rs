@@ -86,7 +86,7 @@ uuid_id!(
     CustomerId
 );
 uuid_id!(
-    /// Identifies one stored event; the relay publishes it as `Nats-Msg-Id`.
+    /// Identifies one stored event; the relay publishes it as `Es-Event-Id`.
     EventId
 );
 uuid_id!(

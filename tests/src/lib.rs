@@ -12,8 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod invariants;
 pub mod nats;
+pub mod postgres;
+pub mod rig;
 pub mod stack;
+pub mod workload;
 
 use anyhow::{Context, bail};
 use tonic::transport::Channel;
@@ -43,8 +47,21 @@ impl RunningService {
         K: AsRef<std::ffi::OsStr>,
         V: AsRef<std::ffi::OsStr>,
     {
+        Self::start_on(binary, free_addr()?, env).await
+    }
+
+    /// [`Self::start`] on a given address (a restarted service keeps its address, so clients
+    /// and the other service reconnect to it).
+    pub async fn start_on<K, V>(
+        binary: &str,
+        addr: SocketAddr,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> anyhow::Result<Self>
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let path = binary_path(binary)?;
-        let addr = free_addr()?;
         let child = Command::new(&path)
             .env("GRPC_ADDR", addr.to_string())
             .env("LOG_FORMAT", "pretty")
@@ -107,6 +124,21 @@ impl RunningService {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// SIGSTOP: the process hangs with its connections open.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
@@ -181,6 +213,34 @@ impl TestDatabase {
     }
 }
 
+/// Every read table's rows as text, sorted, plus the applied event positions: two read models
+/// are the same exactly when their dumps are equal.
+pub async fn read_model_dump(pool: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
+    let mut dump = Vec::new();
+    for table in [
+        "order_views",
+        "order_history",
+        "order_timeline",
+        "customer_views",
+        "daily_sales",
+        "daily_item_sales",
+        "stream_progress",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM {table} t ORDER BY t::text"
+        )))
+        .fetch_all(pool)
+        .await?;
+        dump.push(format!("{table}: {rows:?}"));
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM applied_events ORDER BY 1")
+            .fetch_all(pool)
+            .await?;
+    dump.push(format!("applied_events: {applied:?}"));
+    Ok(dump)
+}
+
 /// `target/<profile>/<binary>`, found next to the test executable (`target/<profile>/deps/…`).
 fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -198,6 +258,14 @@ fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+/// Sends `kill -<name>` to a process.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status();
+}
+
+/// A free local address (bound and released at once).
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

@@ -194,7 +194,7 @@ impl PublishedEvent {
             .with_context(|| format!("message {sequence} is not an EventRecord"))?;
         let published = Self {
             sequence,
-            event_id: header(headers::MSG_ID)?,
+            event_id: header(headers::EVENT_ID)?,
             transaction_id: header(headers::TRANSACTION_ID)?.parse()?,
             global_position: header(headers::POSITION)?.parse()?,
             stream_id: header(headers::STREAM)?,
@@ -212,10 +212,23 @@ impl PublishedEvent {
 
 /// Every event in Postgres in the relay's order: `(transaction_id, global_position)`.
 pub async fn event_ids_in_commit_order(pool: &sqlx::PgPool) -> Vec<String> {
-    sqlx::query_scalar("SELECT event_id::text FROM events ORDER BY transaction_id, global_position")
-        .fetch_all(pool)
-        .await
-        .expect("query events (is this the event store database?)")
+    sqlx::query_scalar(
+        "SELECT event_id::text FROM events ORDER BY events.transaction_id, global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("query events (is this the event store database?)")
+}
+
+/// `(global_position, transaction_id)` of every event, in commit order.
+async fn commit_order(pool: &sqlx::PgPool) -> Vec<(i64, String, String)> {
+    sqlx::query_as(
+        "SELECT global_position, transaction_id::text, event_id::text FROM events
+         ORDER BY events.transaction_id, global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
 }
 
 /// Waits until JetStream holds as many messages as Postgres has events, then checks the relay's
@@ -228,10 +241,55 @@ pub async fn assert_relayed(pool: &sqlx::PgPool, stream: &TestStream) -> Vec<Pub
         .await
         .expect("read the stream");
     let ids: Vec<&str> = published.iter().map(|m| m.event_id.as_str()).collect();
-    assert_eq!(
-        ids, expected,
-        "the stream holds each event once, in commit order"
-    );
+    if ids != expected {
+        let first_difference = ids
+            .iter()
+            .zip(&expected)
+            .position(|(published, committed)| published != committed)
+            .unwrap_or(ids.len().min(expected.len()));
+        let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        let missing = expected
+            .iter()
+            .filter(|id| !unique.contains(id.as_str()))
+            .count();
+        // Shown as `stream sequence/global position/transaction id` and `global position/
+        // transaction id` in the log's order.
+        let stream_window: Vec<String> = published
+            .iter()
+            .skip(first_difference.saturating_sub(2))
+            .take(8)
+            .map(|m| format!("{}/{}/{}", m.sequence, m.global_position, m.transaction_id))
+            .collect();
+        let log = commit_order(pool).await;
+        let report = std::env::temp_dir().join(format!("relay-mismatch-{}.txt", stream.name));
+        let mut lines = vec!["stream: sequence position transaction event".to_owned()];
+        lines.extend(published.iter().map(|m| {
+            format!(
+                "{} {} {} {}",
+                m.sequence, m.global_position, m.transaction_id, m.event_id
+            )
+        }));
+        lines.push("log: position transaction event".to_owned());
+        lines.extend(log.iter().map(|(p, t, e)| format!("{p} {t} {e}")));
+        let _ = std::fs::write(&report, lines.join("\n"));
+        let log_window: Vec<String> = log
+            .into_iter()
+            .skip(first_difference.saturating_sub(2))
+            .take(8)
+            .map(|(position, transaction, _)| format!("{position}/{transaction}"))
+            .collect();
+        panic!(
+            "the stream does not hold each event once in commit order: {} messages for {} \
+             events ({} duplicates, {missing} missing); first difference at index \
+             {first_difference}: stream {:?}, log {:?} (all of both in {})",
+            ids.len(),
+            expected.len(),
+            ids.len() - unique.len(),
+            stream_window,
+            log_window,
+            report.display(),
+        );
+    }
     let mut last_version = std::collections::HashMap::new();
     for message in &published {
         let last = last_version.insert(message.stream_id.clone(), message.stream_version);
@@ -256,19 +314,24 @@ pub struct PrivateNats {
 
 impl PrivateNats {
     pub fn start() -> anyhow::Result<Self> {
+        let mut nats = Self::create()?;
+        nats.restart()?;
+        Ok(nats)
+    }
+
+    /// A port and a store directory, with no server running yet ([`Self::restart`] starts it).
+    pub fn create() -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let store_dir =
             std::env::temp_dir().join(format!("nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store_dir)?;
-        let mut nats = Self {
+        Ok(Self {
             port,
             store_dir,
             child: None,
-        };
-        nats.restart()?;
-        Ok(nats)
+        })
     }
 
     pub fn url(&self) -> String {
@@ -307,6 +370,53 @@ impl PrivateNats {
         Ok(())
     }
 
+    /// Stops the server cleanly (SIGTERM: it flushes its store) and copies the store aside
+    /// (see [`Self::stop_and_restore_store`]); the server is not restarted.
+    pub fn stop_and_copy_store(&mut self) -> anyhow::Result<PathBuf> {
+        self.stop();
+        let copy = self.store_dir.with_extension("copy");
+        copy_dir(&self.store_dir, &copy)?;
+        Ok(copy)
+    }
+
+    /// Stops the server cleanly and puts back a copy taken by [`Self::stop_and_copy_store`], as
+    /// after a loss of acknowledged writes (lazy fsync and a power cut, a restored backup); the
+    /// server is not restarted.
+    pub fn stop_and_restore_store(&mut self, copy: &std::path::Path) -> anyhow::Result<()> {
+        self.stop();
+        std::fs::remove_dir_all(&self.store_dir)?;
+        copy_dir(copy, &self.store_dir)?;
+        std::fs::remove_dir_all(copy)?;
+        Ok(())
+    }
+
+    /// SIGSTOP: the server hangs with its connections open.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            crate::signal(child.id(), "STOP");
+        }
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            crate::signal(child.id(), "CONT");
+        }
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGTERM, and waits for the server to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
     /// `kill -9`: no clean shutdown, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -318,7 +428,22 @@ impl PrivateNats {
 
 impl Drop for PrivateNats {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.store_dir);
     }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

@@ -20,12 +20,19 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Creates the cluster and starts it.
     pub fn start() -> anyhow::Result<Self> {
+        let mut postgres = Self::create()?;
+        postgres.restart()?;
+        Ok(postgres)
+    }
+
+    /// Creates the cluster on a free port without starting it ([`Self::restart`] starts it).
+    pub fn create() -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let dir = std::env::temp_dir().join(format!("pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
-        let mut postgres = Self {
+        let postgres = Self {
             port,
             dir,
             child: None,
@@ -42,7 +49,6 @@ impl PrivatePostgres {
         if !status.success() {
             bail!("initdb failed in {}", postgres.dir.display());
         }
-        postgres.restart()?;
         Ok(postgres)
     }
 
@@ -54,7 +60,14 @@ impl PrivatePostgres {
     /// Creates a database.
     pub fn create_database(&self, name: &str) -> anyhow::Result<()> {
         let status = Command::new("psql")
-            .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-d", &self.url("postgres")])
+            .args([
+                "-q",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url("postgres"),
+            ])
             .args(["-c", &format!("CREATE DATABASE {name}")])
             .stdout(Stdio::null())
             .status()
@@ -117,16 +130,24 @@ impl PrivatePostgres {
         }
     }
 
-    /// SIGSTOP: the server hangs, connections stay open but nothing answers.
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP to the server and every backend: connections stay open but nothing answers.
+    /// (Backends are session leaders of their own, so a process group signal would miss them.)
     pub fn pause(&self) {
         if let Some(child) = &self.child {
             signal(child, "STOP");
+            signal_children(child, "STOP");
         }
     }
 
     /// SIGCONT after [`Self::pause`].
     pub fn resume(&self) {
         if let Some(child) = &self.child {
+            signal_children(child, "CONT");
             signal(child, "CONT");
         }
     }
@@ -177,8 +198,12 @@ impl Drop for PrivatePostgres {
 }
 
 fn signal(child: &Child, name: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
+    crate::signal(child.id(), name);
+}
+
+fn signal_children(parent: &Child, name: &str) {
+    let _ = Command::new("pkill")
+        .args([format!("-{name}"), "-P".to_owned(), parent.id().to_string()])
         .status();
 }
 

@@ -1,7 +1,7 @@
 //! The JetStream side of the relay: the stream's configuration, the resume point read from the
 //! stream's last message, and pipelined, order-preserving publishing.
 
-use std::time::Duration;
+use std::{future::IntoFuture, time::Duration};
 
 use async_nats::{
     HeaderMap,
@@ -25,7 +25,6 @@ pub struct EventStreamSettings {
     pub name: String,
     /// Subjects are `<subject_prefix>.<tenant>.<aggregate_type>.<aggregate_id>`.
     pub subject_prefix: String,
-    pub duplicate_window: Duration,
     /// How long to wait for a JetStream API reply or a publish acknowledgement.
     pub publish_timeout: Duration,
 }
@@ -72,7 +71,6 @@ impl Publisher {
             subjects: vec![format!("{}.>", self.settings.subject_prefix)],
             // File storage survives a NATS restart; the relay still re-publishes a lost tail.
             storage: StorageType::File,
-            duplicate_window: self.settings.duplicate_window,
             // Only the relay removes nothing: messages are facts. Deleting the whole stream stays
             // possible (the relay re-publishes everything from Postgres into a new one).
             deny_delete: true,
@@ -134,6 +132,7 @@ impl Publisher {
         cursor: &mut LogCursor,
         last_sequence: &mut u64,
     ) -> Result<(), RelayError> {
+        let timeout = self.settings.publish_timeout;
         let mut pending = Vec::with_capacity(batch.len());
         for (expected, event) in (*last_sequence..).zip(batch) {
             let subject = event_subject(
@@ -150,47 +149,57 @@ impl Publisher {
                 Ok(ack) => pending.push(ack),
                 // Nothing after a failed send may go out; await what was sent, then report.
                 Err(error) => {
-                    drain(pending, batch, cursor, last_sequence).await;
+                    drain(pending, batch, cursor, last_sequence, timeout).await;
                     return Err(nats(error));
                 }
             }
         }
-        drain(pending, batch, cursor, last_sequence)
+        drain(pending, batch, cursor, last_sequence, timeout)
             .await
             .map_or(Ok(()), Err)
     }
 }
 
 /// Awaits the acknowledgements in order, advancing the cursor past each stored event; returns
-/// the first error (later acks then fail too, by the expected-sequence check).
+/// the first error. All of them share one deadline, `timeout` from now: each future's own
+/// timeout starts only when it is awaited, so a batch sent into a dead connection would
+/// otherwise take a timeout per message (minutes) to give up. Once one fails the rest are
+/// dropped unawaited: each expects the sequence before it, so a late one can only ever land
+/// right after its predecessor, and the resync reads where the stream really ends.
 async fn drain(
     pending: Vec<jetstream::context::PublishAckFuture>,
     batch: &[StoredEvent],
     cursor: &mut LogCursor,
     last_sequence: &mut u64,
+    timeout: Duration,
 ) -> Option<RelayError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut first_error = None;
     for (event, ack) in batch.iter().zip(pending) {
-        match ack.await {
-            Ok(ack) if first_error.is_none() => {
-                if ack.duplicate {
-                    // Already in the stream (an earlier, ambiguous publish): the event is
-                    // delivered, but the stream's sequence did not move, so the rest of this
-                    // batch fails its expected-sequence check and the relay resyncs.
-                    tracing::info!(event_id = %event.event_id, "event was already in the stream");
-                } else {
-                    *last_sequence = ack.sequence;
-                }
+        if first_error.is_some() {
+            break;
+        }
+        let ack = match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(ack) => ack,
+            Err(_) => Err(PublishErrorKind::TimedOut.into()),
+        };
+        match ack {
+            // The relay sends no de-duplication id, so only a foreign publisher's message can be
+            // "duplicate": trust nothing, resync from the stream.
+            Ok(ack) if ack.duplicate => {
+                first_error = Some(RelayError::UnexpectedDuplicate {
+                    sequence: ack.sequence,
+                });
+            }
+            Ok(ack) => {
+                *last_sequence = ack.sequence;
                 *cursor = event.cursor();
             }
-            Ok(_) => {}
             Err(error) => {
-                if first_error.is_none() {
-                    if error.kind() == PublishErrorKind::WrongLastSequence {
-                        tracing::info!("stream sequence moved under the relay; resyncing");
-                    }
-                    first_error = Some(nats(error));
+                if error.kind() == PublishErrorKind::WrongLastSequence {
+                    tracing::info!("stream sequence moved under the relay; resyncing");
                 }
+                first_error = Some(nats(error));
             }
         }
     }
@@ -199,7 +208,7 @@ async fn drain(
 
 fn event_headers(event: &StoredEvent) -> HeaderMap {
     let mut map = HeaderMap::new();
-    map.insert(headers::MSG_ID, event.event_id.to_string());
+    map.insert(headers::EVENT_ID, event.event_id.to_string());
     map.insert(headers::TENANT, event.tenant_id.to_string());
     map.insert(headers::STREAM, event.stream_id.as_str());
     map.insert(headers::VERSION, event.stream_version.to_string());
@@ -248,8 +257,9 @@ mod tests {
         let map = event_headers(&event);
         assert_eq!(cursor_from_headers(&map), Some(event.cursor()));
         assert_eq!(
-            map.get(headers::MSG_ID).map(|v| v.as_str().to_owned()),
-            Some(Uuid::from_u128(7).to_string())
+            map.get(headers::EVENT_ID).map(|v| v.as_str().to_owned()),
+            Some(Uuid::from_u128(7).to_string()),
+            "the event id travels in a header"
         );
         assert_eq!(
             map.get(headers::VERSION).map(|v| v.as_str().to_owned()),

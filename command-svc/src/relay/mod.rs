@@ -1,13 +1,17 @@
 //! The relay: publishes committed events to NATS JetStream, in commit order, each exactly once in
-//! the stream (by event id), surviving restarts of itself, of Postgres and of NATS.
+//! the stream, surviving restarts of itself, of Postgres and of NATS.
 //!
 //! The event table is the outbox. The relay
 //! - holds a session advisory lock on a dedicated connection, so one relay per database publishes
 //!   (other replicas stand by and take over when that connection dies);
 //! - reads with [`read_all_on`]: `(transaction_id, global_position)` order, only transactions
 //!   below the snapshot xmin, so an event that commits late with a lower position is not skipped;
-//! - publishes each event with `Nats-Msg-Id = event_id` and `Nats-Expected-Last-Sequence`, so a
-//!   failed publish in a pipelined batch rejects every later one instead of letting it overtake;
+//! - publishes each event with `Nats-Expected-Last-Sequence` (the sequence of the message before
+//!   it), so a publish lands only right after the event before it: an ambiguous publish that did
+//!   land is never stored twice, and a failed one in a pipelined batch rejects every later one
+//!   instead of letting it overtake. JetStream's `Nats-Msg-Id` de-duplication is not used: it
+//!   adds nothing to that check, and a "duplicate" acknowledgement moves the relay's cursor
+//!   without moving the stream (the fault tests saw that spread a misordering);
 //! - keeps its checkpoint in NATS: on start and after any error it reads the stream's last message
 //!   and resumes after that message's (`Es-Txid`, `Es-Pos`), so whatever NATS lost is re-published
 //!   from Postgres by construction;
@@ -54,6 +58,10 @@ pub enum RelayError {
         shared::envelope::headers::POSITION
     )]
     ForeignMessage { sequence: u64 },
+    #[error(
+        "JetStream acknowledged a publish as a duplicate of message {sequence}: is something else publishing on the event subjects?"
+    )]
+    UnexpectedDuplicate { sequence: u64 },
     #[error(
         "the stream's last sequence is {actual}, not {expected}: it lost messages or has another writer"
     )]

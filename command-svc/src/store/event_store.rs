@@ -396,7 +396,9 @@ pub async fn read_all_on<'e>(
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
            AND global_position >= $3
-         ORDER BY transaction_id, global_position
+         -- Qualified: the bare name would sort by the text column of the SELECT list, putting
+         -- xid 1000 before xid 999.
+         ORDER BY events.transaction_id, events.global_position
          LIMIT $4"
     )))
     .bind(after.transaction_id.0.to_string())

@@ -67,3 +67,47 @@ async fn a_rolled_back_append_leaves_no_stall(pool: PgPool) {
     placed_order(&mut app).await;
     assert_eq!(wait_for(&store, 2).await.len(), 2);
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn transaction_ids_are_ordered_as_numbers_not_as_text(pool: PgPool) {
+    // Transactions 9, 10 and 100 ended long ago on any cluster (initdb alone uses hundreds), so
+    // their rows are below the horizon. As text "10" < "100" < "9"; the log reads numerically.
+    // (The relay published a backlog crossing xid 999 -> 1000 out of order before this.)
+    for (xid, version) in [("100", 3), ("9", 1), ("10", 2)] {
+        sqlx::query(
+            "INSERT INTO events (transaction_id, tenant_id, stream_id, aggregate_type,
+                                 aggregate_id, stream_version, event_id, event_type,
+                                 schema_version, payload)
+             VALUES ($1::text::xid8, gen_random_uuid(), 'order-x', 'order', gen_random_uuid(),
+                     $2, gen_random_uuid(), 'OrderPlaced', 1, '{}')",
+        )
+        .bind(xid)
+        .bind(version)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let store = EventStore::new(pool);
+    let read: Vec<u64> = store
+        .read_all(LogCursor::default(), 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.transaction_id.0)
+        .collect();
+    assert_eq!(read, [9, 10, 100]);
+    let after_9 = store
+        .read_all(LogCursor::default(), 0, 1)
+        .await
+        .unwrap()
+        .remove(0)
+        .cursor();
+    let rest: Vec<u64> = store
+        .read_all(after_9, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.transaction_id.0)
+        .collect();
+    assert_eq!(rest, [10, 100], "resuming after 9 skips nothing");
+}

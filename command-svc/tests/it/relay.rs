@@ -151,18 +151,13 @@ async fn a_tail_nats_lost_is_republished_from_postgres(pool: PgPool) {
     assert_relayed(&pool, &stream).await;
 
     // Keep a copy of NATS's storage holding only the first two events...
-    nats.kill();
-    let backup = nats.store_dir.with_extension("backup");
-    copy_dir(&nats.store_dir, &backup);
+    let copy = nats.stop_and_copy_store().unwrap();
     nats.restart().unwrap();
     place_orders(&mut app, 4).await;
     assert_eq!(assert_relayed(&pool, &stream).await.len(), 6);
 
     // ...and bring NATS back with it, as after a power loss that dropped acknowledged writes.
-    nats.kill();
-    std::fs::remove_dir_all(&nats.store_dir).unwrap();
-    copy_dir(&backup, &nats.store_dir);
-    std::fs::remove_dir_all(&backup).unwrap();
+    nats.stop_and_restore_store(&copy).unwrap();
     nats.restart().unwrap();
     assert_eq!(
         stream.messages().await.unwrap().len(),
@@ -193,17 +188,4 @@ async fn a_stream_ahead_of_the_database_stops_the_relay(pool: PgPool) {
     place_orders(&mut app, 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(stream.messages().await.unwrap().len(), 2);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -243,31 +243,7 @@ impl Stack {
 
     /// A dump of every read table, to compare before and after.
     pub async fn dump(&self) -> Vec<String> {
-        let mut dump = Vec::new();
-        for table in [
-            "order_views",
-            "order_history",
-            "order_timeline",
-            "customer_views",
-            "daily_sales",
-            "daily_item_sales",
-            "stream_progress",
-        ] {
-            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT t::text FROM {table} t ORDER BY t::text"
-            )))
-            .fetch_all(&self.read_pool)
-            .await
-            .unwrap();
-            dump.push(format!("{table}: {rows:?}"));
-        }
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT global_position FROM applied_events ORDER BY 1")
-                .fetch_all(&self.read_pool)
-                .await
-                .unwrap();
-        dump.push(format!("applied_events: {applied:?}"));
-        dump
+        e2e::read_model_dump(&self.read_pool).await.unwrap()
     }
 }
 

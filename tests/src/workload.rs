@@ -1,0 +1,336 @@
+//! A load of pizzeria commands from several clients that behave as the API asks under failure:
+//! every command carries a command id, and a retryable refusal (UNAVAILABLE, DEADLINE_EXCEEDED,
+//! RESOURCE_EXHAUSTED, a broken connection) is retried with backoff and the same id until it
+//! is acknowledged. What each client sent and got back goes into a [`Ledger`] the invariant
+//! checker holds the system to.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use shared::proto::v1::{self as pb, command_service_client::CommandServiceClient};
+use tokio::task::JoinSet;
+use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+
+/// Each attempt's deadline.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a client keeps retrying one command before it reports it as never acknowledged.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+
+/// What the clients sent and what they were told.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub tenant: String,
+    /// Every command id sent at least once.
+    pub attempted: HashSet<String>,
+    /// The reply of every acknowledged command, by command id.
+    pub acknowledged: HashMap<String, pb::CommandReply>,
+    /// Retryable refusals seen, by status code.
+    pub refusals: BTreeMap<String, u64>,
+    /// The longest time a refused attempt took to come back (bounded by the deadline).
+    pub slowest_refusal: Duration,
+    /// Outcomes no fault may cause: INTERNAL, a business refusal of a valid command, a command
+    /// never acknowledged. The checker fails on any.
+    pub failures: Vec<String>,
+}
+
+impl Ledger {
+    fn merge(&mut self, other: Ledger) {
+        self.attempted.extend(other.attempted);
+        self.acknowledged.extend(other.acknowledged);
+        for (code, count) in other.refusals {
+            *self.refusals.entry(code).or_default() += count;
+        }
+        self.slowest_refusal = self.slowest_refusal.max(other.slowest_refusal);
+        self.failures.extend(other.failures);
+    }
+
+    /// Total retryable refusals.
+    pub fn retries(&self) -> u64 {
+        self.refusals.values().sum()
+    }
+}
+
+/// Clients running until [`Workload::finish`].
+#[derive(Debug)]
+pub struct Workload {
+    tenant: String,
+    stop: tokio_util::sync::CancellationToken,
+    clients: JoinSet<Ledger>,
+    acknowledged: Arc<AtomicUsize>,
+}
+
+impl Workload {
+    /// Starts `clients` clients, each taking orders of its own through their life.
+    pub fn start(commands: CommandServiceClient<Channel>, clients: usize) -> Self {
+        let tenant = uuid::Uuid::now_v7().to_string();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let mut set = JoinSet::new();
+        for _ in 0..clients {
+            let client = Client {
+                commands: commands.clone(),
+                tenant: tenant.clone(),
+                ledger: Ledger::default(),
+                acknowledged: acknowledged.clone(),
+            };
+            set.spawn(client.run(stop.clone()));
+        }
+        Self {
+            tenant,
+            stop,
+            clients: set,
+            acknowledged,
+        }
+    }
+
+    /// Commands acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further commands are acknowledged, or `timeout` passes (false then).
+    pub async fn wait_for_progress(&self, more: usize, timeout: Duration) -> bool {
+        let target = self.acknowledged() + more;
+        let deadline = Instant::now() + timeout;
+        while self.acknowledged() < target {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops the clients once each has its current command acknowledged; returns the ledger.
+    pub async fn finish(mut self) -> Ledger {
+        self.stop.cancel();
+        let mut ledger = Ledger {
+            tenant: self.tenant,
+            ..Ledger::default()
+        };
+        while let Some(client) = self.clients.join_next().await {
+            match client {
+                Ok(client) => ledger.merge(client),
+                Err(error) => ledger.failures.push(format!("client task failed: {error}")),
+            }
+        }
+        ledger
+    }
+}
+
+/// One command, built once so every retry sends the identical request.
+#[derive(Debug, Clone)]
+enum Command {
+    Register(pb::RegisterCustomerRequest),
+    Place(pb::PlaceOrderRequest),
+    Confirm(pb::ConfirmOrderRequest),
+    Pay(pb::ProcessPaymentRequest),
+    Ready(pb::MarkOrderReadyRequest),
+    OutForDelivery(pb::SendOutForDeliveryRequest),
+    Delivered(pb::MarkOrderDeliveredRequest),
+    Cancel(pb::CancelOrderRequest),
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The commands of one order's life: delivered, or (one in five) cancelled after placing.
+fn order_life(customer: &str, sequence: usize) -> Vec<Command> {
+    let order = new_id();
+    let quantity = u32::try_from(sequence % 3 + 1).unwrap_or(1);
+    let item = pb::OrderItem {
+        name: "Margherita".into(),
+        size: pb::PizzaSize::Large as i32,
+        quantity,
+        unit_price_cents: 1299,
+    };
+    let mut life = vec![Command::Place(pb::PlaceOrderRequest {
+        command_id: new_id(),
+        order_id: order.clone(),
+        customer_id: customer.into(),
+        items: vec![item],
+        ..Default::default()
+    })];
+    if sequence % 5 == 4 {
+        life.push(Command::Cancel(pb::CancelOrderRequest {
+            command_id: new_id(),
+            order_id: order,
+            reason: "changed my mind".into(),
+            ..Default::default()
+        }));
+        return life;
+    }
+    let in_an_hour = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3600,
+        nanos: 0,
+    };
+    life.extend([
+        Command::Confirm(pb::ConfirmOrderRequest {
+            command_id: new_id(),
+            order_id: order.clone(),
+            estimated_delivery: Some(in_an_hour),
+            ..Default::default()
+        }),
+        Command::Pay(pb::ProcessPaymentRequest {
+            command_id: new_id(),
+            order_id: order.clone(),
+            method: pb::PaymentMethod::Card as i32,
+            amount_cents: 1299 * i64::from(quantity),
+            payment_reference: "ch_fault".into(),
+            ..Default::default()
+        }),
+        Command::Ready(pb::MarkOrderReadyRequest {
+            command_id: new_id(),
+            order_id: order.clone(),
+            ..Default::default()
+        }),
+        Command::OutForDelivery(pb::SendOutForDeliveryRequest {
+            command_id: new_id(),
+            order_id: order.clone(),
+            driver_name: "Luigi".into(),
+            ..Default::default()
+        }),
+        Command::Delivered(pb::MarkOrderDeliveredRequest {
+            command_id: new_id(),
+            order_id: order,
+            ..Default::default()
+        }),
+    ]);
+    life
+}
+
+struct Client {
+    commands: CommandServiceClient<Channel>,
+    tenant: String,
+    ledger: Ledger,
+    acknowledged: Arc<AtomicUsize>,
+}
+
+impl Client {
+    async fn run(mut self, stop: tokio_util::sync::CancellationToken) -> Ledger {
+        let customer = new_id();
+        let register = Command::Register(pb::RegisterCustomerRequest {
+            command_id: new_id(),
+            customer_id: customer.clone(),
+            name: "Fault Tester".into(),
+            email: "fault@example.com".into(),
+            ..Default::default()
+        });
+        if !self.until_acknowledged(&register).await {
+            return self.ledger;
+        }
+        let mut sequence = 0;
+        while !stop.is_cancelled() {
+            for command in order_life(&customer, sequence) {
+                if !self.until_acknowledged(&command).await {
+                    return self.ledger;
+                }
+            }
+            sequence += 1;
+        }
+        self.ledger
+    }
+
+    /// Sends `command` until it is acknowledged (true) or fails for good (false, recorded).
+    async fn until_acknowledged(&mut self, command: &Command) -> bool {
+        let command_id = command_id(command).to_owned();
+        self.ledger.attempted.insert(command_id.clone());
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = Instant::now();
+            match self.send(command).await {
+                Ok(reply) => {
+                    self.ledger.acknowledged.insert(command_id, reply);
+                    self.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(status) if retryable(status.code()) => {
+                    *self
+                        .ledger
+                        .refusals
+                        .entry(format!("{:?}", status.code()))
+                        .or_default() += 1;
+                    self.ledger.slowest_refusal =
+                        self.ledger.slowest_refusal.max(attempt.elapsed());
+                }
+                Err(status) => {
+                    self.ledger.failures.push(format!(
+                        "{command:?} got {:?}: {}",
+                        status.code(),
+                        status.message()
+                    ));
+                    return false;
+                }
+            }
+            if started.elapsed() > GIVE_UP_AFTER {
+                self.ledger.failures.push(format!(
+                    "{command:?} never acknowledged in {GIVE_UP_AFTER:?}"
+                ));
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn send(&mut self, command: &Command) -> Result<pb::CommandReply, tonic::Status> {
+        let reply = match command.clone() {
+            Command::Register(r) => self.commands.register_customer(self.request(r)).await,
+            Command::Place(r) => self.commands.place_order(self.request(r)).await,
+            Command::Confirm(r) => self.commands.confirm_order(self.request(r)).await,
+            Command::Pay(r) => self.commands.process_payment(self.request(r)).await,
+            Command::Ready(r) => self.commands.mark_order_ready(self.request(r)).await,
+            Command::OutForDelivery(r) => {
+                self.commands.send_out_for_delivery(self.request(r)).await
+            }
+            Command::Delivered(r) => self.commands.mark_order_delivered(self.request(r)).await,
+            Command::Cancel(r) => self.commands.cancel_order(self.request(r)).await,
+        };
+        reply.map(tonic::Response::into_inner)
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(CALL_DEADLINE);
+        if let Ok(tenant) = MetadataValue::try_from(self.tenant.as_str()) {
+            request
+                .metadata_mut()
+                .insert(shared::grpc::TENANT_HEADER, tenant);
+        }
+        request
+    }
+}
+
+fn command_id(command: &Command) -> &str {
+    match command {
+        Command::Register(r) => &r.command_id,
+        Command::Place(r) => &r.command_id,
+        Command::Confirm(r) => &r.command_id,
+        Command::Pay(r) => &r.command_id,
+        Command::Ready(r) => &r.command_id,
+        Command::OutForDelivery(r) => &r.command_id,
+        Command::Delivered(r) => &r.command_id,
+        Command::Cancel(r) => &r.command_id,
+    }
+}
+
+/// What the API documents as safe to retry with the same command id. `Unknown` and `Cancelled`
+/// are what a connection cut mid-call looks like.
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Unknown
+            | Code::Cancelled
+    )
+}
