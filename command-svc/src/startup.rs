@@ -4,9 +4,12 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use shared::admission::{AdmissionLayer, Readiness};
 use shared::proto::v1::{
     command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
+};
+use shared::{
+    admission::{AdmissionLayer, Readiness},
+    connect::Background,
 };
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::Notify};
@@ -100,16 +103,13 @@ impl App {
         let relay = nats.map(|nats| self.relay(nats));
         let addr = self.local_addr()?;
         let (admission, readiness) = (self.admission, self.readiness);
-        let starting = {
-            let (pool, stop) = (self.pool.clone(), stop.clone());
-            tokio::spawn(async move {
-                if !shared::connect::migrate(&pool, &MIGRATOR, &stop).await {
-                    return None;
-                }
-                readiness.set_ready();
-                relay.map(|relay| tokio::spawn(relay.run(stop)))
-            })
-        };
+        let relaying = Background::start_once_migrated(
+            self.pool.clone(),
+            &MIGRATOR,
+            readiness,
+            stop.clone(),
+            relay.map(|relay| relay.run(stop.clone())),
+        );
 
         let (health, routes) = shared::grpc::base_routes().await?;
         // Ready while the event store answers. NATS is not needed to take commands: the relay
@@ -161,15 +161,7 @@ impl App {
         // Calls are drained, so no more commits come from this process: let the relay finish
         // its batch. What it leaves is published by the next relay to take the lock.
         stop.cancel();
-        let relay_done = async {
-            if let Ok(Some(relay)) = starting.await {
-                let _ = relay.await;
-            }
-        };
-        if tokio::time::timeout(self.config.shutdown_drain_timeout, relay_done)
-            .await
-            .is_err()
-        {
+        if !relaying.finish(self.config.shutdown_drain_timeout).await {
             tracing::warn!("relay did not finish its batch within the drain timeout");
         }
         served

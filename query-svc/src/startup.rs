@@ -14,7 +14,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use shared::admission::{AdmissionLayer, Readiness};
+use shared::{
+    admission::{AdmissionLayer, Readiness},
+    connect::Background,
+};
 
 use crate::{
     admin::{Admin, health::HealthMonitor, lag::LagProbe, rebuild::Rebuilder},
@@ -103,16 +106,13 @@ impl App {
         let addr = self.local_addr()?;
         let (admission, readiness) = (self.admission, self.readiness);
         // Migrate (waiting for the database as long as it takes), then admit calls and project.
-        let starting = {
-            let (pool, stop) = (self.pool.clone(), stop.clone());
-            tokio::spawn(async move {
-                if !shared::connect::migrate(&pool, &MIGRATOR, &stop).await {
-                    return None;
-                }
-                readiness.set_ready();
-                Some(tokio::spawn(projector.run(stop)))
-            })
-        };
+        let projecting = Background::start_once_migrated(
+            self.pool.clone(),
+            &MIGRATOR,
+            readiness,
+            stop.clone(),
+            Some(projector.run(stop.clone())),
+        );
 
         let (health, routes) = shared::grpc::base_routes().await?;
         let monitor = HealthMonitor {
@@ -158,15 +158,7 @@ impl App {
         .await
         .context("gRPC server failed");
         stop.cancel();
-        let projector_done = async {
-            if let Ok(Some(projecting)) = starting.await {
-                let _ = projecting.await;
-            }
-        };
-        if tokio::time::timeout(self.config.shutdown_drain_timeout, projector_done)
-            .await
-            .is_err()
-        {
+        if !projecting.finish(self.config.shutdown_drain_timeout).await {
             tracing::warn!("projector did not finish its batch within the drain timeout");
         }
         served

@@ -2,10 +2,13 @@
 //! connection is needed to start: a service whose database or NATS is down runs, reports
 //! NOT_SERVING, and carries on once they appear (no crash loop).
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::admission::Readiness;
 
 /// A Postgres pool that connects on first use: at most `max_connections`, and a call waits at
 /// most `acquire_timeout` for a connection (then the caller answers UNAVAILABLE). Fails only for
@@ -38,6 +41,45 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator, stop: &CancellationToke
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A service's background work (the relay, the projector), started once its database is
+/// migrated.
+#[derive(Debug)]
+pub struct Background(JoinHandle<Option<JoinHandle<()>>>);
+
+impl Background {
+    /// Migrates (waiting for the database as long as it takes, or until `stop`), then opens the
+    /// admission gate and runs `work`.
+    pub fn start_once_migrated<W>(
+        pool: PgPool,
+        migrator: &'static Migrator,
+        readiness: Readiness,
+        stop: CancellationToken,
+        work: Option<W>,
+    ) -> Self
+    where
+        W: Future<Output = ()> + Send + 'static,
+    {
+        Self(tokio::spawn(async move {
+            if !migrate(&pool, migrator, &stop).await {
+                return None;
+            }
+            readiness.set_ready();
+            work.map(tokio::spawn)
+        }))
+    }
+
+    /// After `stop` was cancelled: waits up to `timeout` for the work to finish its batch;
+    /// false if it did not.
+    pub async fn finish(self, timeout: Duration) -> bool {
+        let finished = async {
+            if let Ok(Some(work)) = self.0.await {
+                let _ = work.await;
+            }
+        };
+        tokio::time::timeout(timeout, finished).await.is_ok()
     }
 }
 
