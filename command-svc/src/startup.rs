@@ -104,6 +104,7 @@ impl App {
         let addr = self.local_addr()?;
         let (admission, readiness) = (self.admission, self.readiness);
         let relaying = Background::start_once_migrated(
+            "relay",
             self.pool.clone(),
             &MIGRATOR,
             readiness,
@@ -160,10 +161,7 @@ impl App {
         .context("gRPC server failed");
         // Calls are drained, so no more commits come from this process: let the relay finish
         // its batch. What it leaves is published by the next relay to take the lock.
-        stop.cancel();
-        if !relaying.finish(self.config.shutdown_drain_timeout).await {
-            tracing::warn!("relay did not finish its batch within the drain timeout");
-        }
+        relaying.stop(self.config.shutdown_drain_timeout).await;
         served
     }
 

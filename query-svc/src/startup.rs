@@ -107,6 +107,7 @@ impl App {
         let (admission, readiness) = (self.admission, self.readiness);
         // Migrate (waiting for the database as long as it takes), then admit calls and project.
         let projecting = Background::start_once_migrated(
+            "projector",
             self.pool.clone(),
             &MIGRATOR,
             readiness,
@@ -157,10 +158,8 @@ impl App {
         )
         .await
         .context("gRPC server failed");
-        stop.cancel();
-        if !projecting.finish(self.config.shutdown_drain_timeout).await {
-            tracing::warn!("projector did not finish its batch within the drain timeout");
-        }
+        // The rebuilder shares `stop`, so a running rebuild stops here too.
+        projecting.stop(self.config.shutdown_drain_timeout).await;
         served
     }
 }

@@ -47,12 +47,17 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator, stop: &CancellationToke
 /// A service's background work (the relay, the projector), started once its database is
 /// migrated.
 #[derive(Debug)]
-pub struct Background(JoinHandle<Option<JoinHandle<()>>>);
+pub struct Background {
+    name: &'static str,
+    stop: CancellationToken,
+    task: JoinHandle<Option<JoinHandle<()>>>,
+}
 
 impl Background {
     /// Migrates (waiting for the database as long as it takes, or until `stop`), then opens the
-    /// admission gate and runs `work`.
+    /// admission gate and runs `work` (`name` is for the log).
     pub fn start_once_migrated<W>(
+        name: &'static str,
         pool: PgPool,
         migrator: &'static Migrator,
         readiness: Readiness,
@@ -62,24 +67,30 @@ impl Background {
     where
         W: Future<Output = ()> + Send + 'static,
     {
-        Self(tokio::spawn(async move {
-            if !migrate(&pool, migrator, &stop).await {
-                return None;
-            }
-            readiness.set_ready();
-            work.map(tokio::spawn)
-        }))
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if !migrate(&pool, migrator, &stop).await {
+                    return None;
+                }
+                readiness.set_ready();
+                work.map(tokio::spawn)
+            })
+        };
+        Self { name, stop, task }
     }
 
-    /// After `stop` was cancelled: waits up to `timeout` for the work to finish its batch;
-    /// false if it did not.
-    pub async fn finish(self, timeout: Duration) -> bool {
+    /// Cancels `stop` and waits up to `timeout` for the work to finish its batch.
+    pub async fn stop(self, timeout: Duration) {
+        self.stop.cancel();
         let finished = async {
-            if let Ok(Some(work)) = self.0.await {
+            if let Ok(Some(work)) = self.task.await {
                 let _ = work.await;
             }
         };
-        tokio::time::timeout(timeout, finished).await.is_ok()
+        if tokio::time::timeout(timeout, finished).await.is_err() {
+            tracing::warn!(?timeout, "{} did not finish its batch in time", self.name);
+        }
     }
 }
 
