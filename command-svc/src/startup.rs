@@ -116,21 +116,15 @@ impl App {
         // Ready while the event store answers. NATS is not needed to take commands: the relay
         // publishes them once it is back.
         let stop_monitor = CancellationToken::new();
-        let (pool, migrated) = (self.pool.clone(), admission.ready());
+        let pool = self.pool.clone();
         tokio::spawn(shared::health::follow(
             health.clone(),
             HEALTH_SERVICES,
             stop_monitor.clone(),
             admission.ready(),
             move || {
-                let (pool, migrated) = (pool.clone(), *migrated.borrow());
-                async move {
-                    if migrated {
-                        shared::health::database_problem(&pool).await
-                    } else {
-                        Some("database not reachable (or not migrated) yet".to_owned())
-                    }
-                }
+                let pool = pool.clone();
+                async move { shared::health::database_problem(&pool).await }
             },
         ));
         let shutdown = async move {

@@ -121,7 +121,7 @@ impl App {
             nats,
             lag: lag.clone(),
             consuming: progress.consuming.clone(),
-            migrated: admission.ready(),
+            ready: admission.ready(),
             max_lag: self.config.health_max_lag,
         };
         let stop_monitor = CancellationToken::new();

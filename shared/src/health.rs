@@ -10,23 +10,31 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 /// How often the dependencies are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Reports NOT_SERVING for `services` until `check` first finds no problem, then follows every
-/// check (logging each change with its reason) until `stop`. Checks every [`CHECK_INTERVAL`],
-/// and at once when `ready` changes (so a service reports SERVING as soon as it has started).
+/// Reports NOT_SERVING for `services` until the service is `ready` (its database reached and
+/// migrated) and `check` finds no problem, then follows every check (logging each change with
+/// its reason) until `stop`. Checks every [`CHECK_INTERVAL`], and at once when `ready` changes
+/// (so a service reports SERVING as soon as it has started).
 pub async fn follow<F, Fut>(
     reporter: HealthReporter,
     services: &[&str],
     stop: CancellationToken,
-    ready: watch::Receiver<bool>,
+    mut ready: watch::Receiver<bool>,
     mut check: F,
 ) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<String>>,
 {
-    let mut ready = Some(ready);
+    // Until the starting task is gone (it ends right after opening the gate, or when the
+    // service stops); then only the interval wakes us.
+    let mut watching_ready = true;
     let mut serving = None;
     loop {
-        let problem = check().await;
+        let started = *ready.borrow();
+        let problem = if started {
+            check().await
+        } else {
+            Some("database not reachable (or not migrated) yet".to_owned())
+        };
         let now_serving = problem.is_none();
         if serving != Some(now_serving) {
             match &problem {
@@ -46,18 +54,8 @@ pub async fn follow<F, Fut>(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(CHECK_INTERVAL) => {}
-            changed = changed(&mut ready) => if changed.is_err() {
-                // Nothing will change it any more: only the interval wakes us from now on.
-                ready = None;
-            }
+            changed = ready.changed(), if watching_ready => watching_ready = changed.is_ok(),
         }
-    }
-}
-
-async fn changed(ready: &mut Option<watch::Receiver<bool>>) -> Result<(), watch::error::RecvError> {
-    match ready {
-        Some(ready) => ready.changed().await,
-        None => std::future::pending().await,
     }
 }
 

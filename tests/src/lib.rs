@@ -143,11 +143,7 @@ impl RunningService {
 
     /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
     pub fn terminate(mut self) -> anyhow::Result<bool> {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
-        if !status.success() {
-            bail!("kill -TERM {pid} failed");
-        }
+        signal(self.child.id(), "TERM");
         Ok(self.child.wait()?.success())
     }
 

@@ -25,7 +25,7 @@ pub struct HealthMonitor {
     pub lag: LagProbe,
     pub consuming: watch::Receiver<bool>,
     /// True once the read database is migrated (the service is admitting calls).
-    pub migrated: watch::Receiver<bool>,
+    pub ready: watch::Receiver<bool>,
     /// Largest tolerated age of the oldest unapplied event.
     pub max_lag: Duration,
 }
@@ -33,9 +33,6 @@ pub struct HealthMonitor {
 impl HealthMonitor {
     /// Why the service should not take traffic now, or None if it should.
     pub async fn problem(&self) -> Option<String> {
-        if !*self.migrated.borrow() {
-            return Some("read database not reachable (or not migrated) yet".into());
-        }
         if let Some(problem) = shared::health::database_problem(&self.pool).await {
             return Some(format!("read {problem}"));
         }
@@ -58,7 +55,7 @@ impl HealthMonitor {
 
     /// Reports NOT_SERVING until the first check passes, then follows every check until `stop`.
     pub async fn run(self, reporter: HealthReporter, stop: CancellationToken) {
-        let migrated = self.migrated.clone();
-        shared::health::follow(reporter, SERVICES, stop, migrated, || self.problem()).await;
+        let ready = self.ready.clone();
+        shared::health::follow(reporter, SERVICES, stop, ready, || self.problem()).await;
     }
 }
