@@ -38,6 +38,7 @@ PY
 trap cleanup EXIT
 
 export LOG_FORMAT=pretty RUST_LOG=warn NATS_URL NATS_STREAM="$stream" NATS_SUBJECT_PREFIX="$prefix"
+export AUTH_DISABLED=true
 GRPC_ADDR="$command_addr" DATABASE_URL="$PG/$write_db" RELAY_POLL_INTERVAL=50ms target/debug/command-svc &
 pids+=($!)
 GRPC_ADDR="$query_addr" DATABASE_URL="$PG/$read_db" COMMAND_SVC_URL="http://$command_addr" target/debug/query-svc &

@@ -19,6 +19,9 @@ for db in "$WRITE_DB" "$READ_DB"; do
     || psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db" >/dev/null
 done
 
+# Local use: no tokens (tenant from x-tenant-id). README, Authentication, shows the other way.
+export AUTH_DISABLED="${AUTH_DISABLED:-true}"
+
 GRPC_ADDR="$COMMAND_ADDR" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$WRITE_DB" \
   target/release/command-svc &
 command_pid=$!

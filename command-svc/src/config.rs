@@ -89,6 +89,9 @@ pub struct Config {
     #[arg(long, env = "RELAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = shared::config::parse_duration)]
     pub relay_publish_timeout: Duration,
 
+    #[command(flatten)]
+    pub auth: shared::auth::AuthConfig,
+
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

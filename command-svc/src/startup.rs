@@ -60,7 +60,10 @@ impl App {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-        let (admission, readiness) = AdmissionLayer::new(config.max_in_flight_calls as usize);
+        let (admission, readiness) = AdmissionLayer::new(
+            config.max_in_flight_calls as usize,
+            config.auth.authentication()?,
+        );
         Ok(Self {
             listener,
             config,

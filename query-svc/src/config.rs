@@ -68,6 +68,11 @@ pub struct Config {
     )]
     pub command_svc_url: String,
 
+    /// File holding query-svc's bearer token for command-svc (role `event-reader`, no tenant),
+    /// re-read on every call so a rotated secret is picked up. Unset: no token is sent.
+    #[arg(long, env = "COMMAND_SVC_TOKEN_FILE")]
+    pub command_svc_token_file: Option<std::path::PathBuf>,
+
     /// Longest a query with `min_position` waits for the projections (a shorter deadline wins).
     #[arg(long, env = "MAX_CONSISTENCY_WAIT", default_value = "5s", value_parser = shared::config::parse_duration)]
     pub max_consistency_wait: Duration,
@@ -88,6 +93,9 @@ pub struct Config {
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
     #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = shared::config::parse_duration)]
     pub shutdown_drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub auth: shared::auth::AuthConfig,
 
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]

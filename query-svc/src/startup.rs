@@ -6,6 +6,7 @@ use std::{future::Future, net::SocketAddr};
 use anyhow::Context;
 use async_nats::jetstream;
 use shared::proto::v1::{
+    event_log_service_client::EventLogServiceClient,
     projection_admin_service_server::ProjectionAdminServiceServer,
     query_service_server::QueryServiceServer,
 };
@@ -56,7 +57,10 @@ impl App {
         let listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-        let (admission, readiness) = AdmissionLayer::new(config.max_in_flight_calls as usize);
+        let (admission, readiness) = AdmissionLayer::new(
+            config.max_in_flight_calls as usize,
+            config.auth.authentication()?,
+        );
         Ok(Self {
             listener,
             config,
@@ -86,6 +90,10 @@ impl App {
             .context("invalid COMMAND_SVC_URL")?
             .connect_timeout(std::time::Duration::from_secs(3))
             .connect_lazy();
+        let command_svc = EventLogServiceClient::with_interceptor(
+            command_svc,
+            shared::auth::ServiceToken::from_file(self.config.command_svc_token_file.clone()),
+        );
         let lag = LagProbe {
             jetstream: jetstream::new(nats.clone()),
             stream: self.config.nats_stream.clone(),

@@ -1,5 +1,8 @@
 //! Which calls a server takes on: the gate in front of every gRPC service of both binaries.
 //!
+//! - Every call must authenticate ([`crate::auth`]): UNAUTHENTICATED at once otherwise, before any
+//!   handler and so before any database work; the verified [`crate::auth::Caller`] goes into the
+//!   request's extensions for the handler.
 //! - Until the service is ready (its database reached and migrated), calls get `UNAVAILABLE`
 //!   at once, so a process whose dependency is down keeps running and answering health checks
 //!   instead of exiting into a crash loop.
@@ -18,6 +21,8 @@ use std::{
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::auth::{Authentication, Caller};
 
 /// Paths that pass whatever the state: health checks and server reflection.
 const UNGATED_PREFIXES: &[&str] = &["/grpc.health.", "/grpc.reflection."];
@@ -38,17 +43,19 @@ pub struct AdmissionLayer {
     ready: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
+    authentication: Authentication,
 }
 
 impl AdmissionLayer {
-    /// A closed gate letting at most `max_in_flight` calls through once opened; the returned
-    /// [`Readiness`] opens it.
-    pub fn new(max_in_flight: usize) -> (Self, Readiness) {
+    /// A closed gate letting at most `max_in_flight` authenticated calls through once opened;
+    /// the returned [`Readiness`] opens it.
+    pub fn new(max_in_flight: usize, authentication: Authentication) -> (Self, Readiness) {
         let (sender, ready) = watch::channel(false);
         let layer = Self {
             ready,
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
+            authentication,
         };
         (layer, Readiness(sender))
     }
@@ -95,7 +102,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // The clone is the one that is not ready yet; call the one poll_ready was asked about.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -106,8 +113,9 @@ where
         {
             return Box::pin(inner.call(request));
         }
-        let refusal = match self.admit() {
-            Ok(permit) => {
+        let refusal = match self.admit(request.headers()) {
+            Ok((caller, permit)) => {
+                request.extensions_mut().insert(caller);
                 return Box::pin(async move {
                     let response = inner.call(request).await;
                     // Held until the response starts: a server stream (WatchOrders) then runs on
@@ -123,18 +131,28 @@ where
 }
 
 impl<S> Admission<S> {
-    fn admit(&self) -> Result<OwnedSemaphorePermit, tonic::Status> {
+    fn admit(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<(Caller, OwnedSemaphorePermit), tonic::Status> {
+        let caller = self.layer.authentication.authenticate(headers)?;
         if !*self.layer.ready.borrow() {
             return Err(tonic::Status::unavailable(
                 "starting: the service's database is not reachable yet; retry shortly",
             ));
         }
-        self.layer.permits.clone().try_acquire_owned().map_err(|_| {
-            tonic::Status::resource_exhausted(format!(
-                "overloaded: {} calls in flight; retry with backoff",
-                self.layer.max_in_flight
-            ))
-        })
+        let permit = self
+            .layer
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                tonic::Status::resource_exhausted(format!(
+                    "overloaded: {} calls in flight; retry with backoff",
+                    self.layer.max_in_flight
+                ))
+            })?;
+        Ok((caller, permit))
     }
 }
 
@@ -190,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn calls_are_unavailable_until_ready_but_health_always_passes() {
         let (_open, open_rx) = watch::channel(true);
-        let (layer, readiness) = AdmissionLayer::new(4);
+        let (layer, readiness) = AdmissionLayer::new(4, Authentication::Disabled);
         let mut service = layer.layer(held_until(open_rx));
 
         let refused = call(&mut service, COMMAND).await;
@@ -204,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_beyond_the_limit_is_shed_at_once_and_a_slot_frees_when_one_finishes() {
         let (open, open_rx) = watch::channel(false);
-        let (layer, readiness) = AdmissionLayer::new(2);
+        let (layer, readiness) = AdmissionLayer::new(2, Authentication::Disabled);
         readiness.set_ready();
         let service = layer.layer(held_until(open_rx));
 

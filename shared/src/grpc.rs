@@ -138,26 +138,18 @@ pub fn invalid(violations: Vec<FieldViolation>) -> tonic::Status {
     )
 }
 
-/// Header naming the tenant while authentication is disabled (local use). Token-based tenancy
-/// replaces it when auth is on.
-pub const TENANT_HEADER: &str = "x-tenant-id";
+/// The caller the admission gate verified. UNAUTHENTICATED if there is none (a server built
+/// without the gate): fail closed.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&crate::auth::Caller, tonic::Status> {
+    request
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .ok_or_else(|| tonic::Status::unauthenticated("no verified caller"))
+}
 
-/// Tenant of calls that name none while auth is disabled.
-pub const DEFAULT_TENANT: crate::values::TenantId =
-    crate::values::TenantId::from_uuid(uuid::Uuid::nil());
-
-/// The caller's tenant.
+/// The tenant the call acts for: the verified token's, or `x-tenant-id` with authentication off.
 pub fn tenant<T>(request: &tonic::Request<T>) -> Result<crate::values::TenantId, tonic::Status> {
-    match request.metadata().get(TENANT_HEADER) {
-        None => Ok(DEFAULT_TENANT),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|raw| crate::values::TenantId::parse(raw).ok())
-            .ok_or_else(|| {
-                tonic::Status::invalid_argument(format!("{TENANT_HEADER} must be a UUID"))
-            }),
-    }
+    caller(request)?.tenant()
 }
 
 /// Asks the server listening on `addr` (an unspecified address means this host) for the health

@@ -5,9 +5,11 @@
 //! - [`events`]: the domain events with stable type names and schema versions.
 //! - [`upcasting`]: reads older stored event shapes as the current ones.
 //! - [`envelope`]: what travels with an event (stream, version, position, metadata).
+//! - [`auth`] and [`admission`]: who may call, and which calls a server takes on.
 //! - [`telemetry`] and [`shutdown`]: process plumbing shared by both binaries.
 
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod envelope;

@@ -65,6 +65,8 @@ impl RunningService {
         let child = Command::new(&path)
             .env("GRPC_ADDR", addr.to_string())
             .env("LOG_FORMAT", "pretty")
+            // Tests name their tenant with x-tenant-id; tests/tests/auth.rs sets a key instead.
+            .env("AUTH_DISABLED", "true")
             .envs(env)
             .stdin(Stdio::null())
             .spawn()

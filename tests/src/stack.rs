@@ -89,7 +89,7 @@ impl Stack {
         if let Ok(tenant) = MetadataValue::try_from(self.tenant.as_str()) {
             request
                 .metadata_mut()
-                .insert(shared::grpc::TENANT_HEADER, tenant);
+                .insert(shared::auth::TENANT_HEADER, tenant);
         }
         request
     }

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{convert::FieldViolation, status::invalid, tenant};
+use super::{convert::FieldViolation, status::invalid};
 use crate::store::{EventStore, LogCursor, StoredEvent, Xid8};
 
 const DEFAULT_MAX_COUNT: u32 = 1_000;
@@ -33,6 +33,19 @@ impl EventLogApi {
     }
 }
 
+/// Whose stream ReadStream reads: the token's tenant; or, for an `event-reader` service token
+/// that names none (query-svc filling a hole), the tenant in `x-tenant-id`.
+fn stream_tenant<T>(request: &Request<T>) -> Result<shared::values::TenantId, Status> {
+    let caller = shared::grpc::caller(request)?;
+    if let Some(tenant) = caller.tenant_claim() {
+        return Ok(tenant);
+    }
+    caller.require(shared::auth::EVENT_READER)?;
+    let headers = request.metadata().clone().into_headers();
+    shared::auth::tenant_header(&headers)?
+        .ok_or_else(|| Status::invalid_argument("x-tenant-id names the stream's tenant"))
+}
+
 fn violation(field: &str, error: &ValueError) -> FieldViolation {
     FieldViolation {
         field: field.to_owned(),
@@ -46,7 +59,7 @@ impl EventLogService for EventLogApi {
         &self,
         request: Request<pb::ReadStreamRequest>,
     ) -> Result<Response<pb::ReadStreamResponse>, Status> {
-        let tenant = tenant(&request)?.as_uuid();
+        let tenant = stream_tenant(&request)?.as_uuid();
         let request = request.into_inner();
         let mut violations = Vec::new();
         if !matches!(request.aggregate_type.as_str(), "order" | "customer") {
@@ -96,6 +109,8 @@ impl EventLogService for EventLogApi {
         &self,
         request: Request<pb::ReadAllRequest>,
     ) -> Result<Response<Self::ReadAllStream>, Status> {
+        // Every tenant's events: a service role.
+        shared::grpc::caller(&request)?.require(shared::auth::EVENT_READER)?;
         let request = request.into_inner();
         let (mut cursor, from_position) = match request.start {
             None => (LogCursor::default(), 0),

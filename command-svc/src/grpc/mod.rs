@@ -5,4 +5,4 @@ pub mod convert;
 pub mod event_log_service;
 pub mod status;
 
-pub use shared::grpc::{DEFAULT_TENANT, TENANT_HEADER, tenant};
+pub use shared::grpc::tenant;

@@ -51,6 +51,8 @@ async fn spawn_args(pool: PgPool, flags: &[&str]) -> TestApp {
         "127.0.0.1:0",
         "--log-format",
         "pretty",
+        // Authentication has its own tests (tests/tests/auth.rs); these name the tenant by header.
+        "--auth-disabled",
     ];
     args.extend_from_slice(flags);
     let config = Config::parse_from(args);

@@ -12,16 +12,13 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use shared::proto::v1::{
-    self as pb, event_log_service_client::EventLogServiceClient, read_all_request::Start,
-};
+use shared::proto::v1::{self as pb, read_all_request::Start};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use super::{AdminError, lag::LagProbe};
 use crate::{
-    projector::streams::Streams,
+    projector::streams::{EventLogClient, Streams},
     store::generations::{self, READ_MODEL},
 };
 
@@ -41,7 +38,7 @@ pub struct RebuildStarted {
 #[derive(Debug, Clone)]
 pub struct Rebuilder {
     pool: PgPool,
-    command_svc: EventLogServiceClient<Channel>,
+    command_svc: EventLogClient,
     streams: Streams,
     lag: LagProbe,
     stop: CancellationToken,
@@ -49,11 +46,16 @@ pub struct Rebuilder {
 
 impl Rebuilder {
     /// `stop` ends a running rebuild (at shutdown); a later RebuildProjection starts over.
-    pub fn new(pool: PgPool, command_svc: Channel, lag: LagProbe, stop: CancellationToken) -> Self {
+    pub fn new(
+        pool: PgPool,
+        command_svc: EventLogClient,
+        lag: LagProbe,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             pool,
             streams: Streams::new(command_svc.clone()),
-            command_svc: EventLogServiceClient::new(command_svc),
+            command_svc,
             lag,
             stop,
         }

@@ -110,8 +110,9 @@ fn dead_letter_id(id: u64) -> Result<i64, Status> {
 impl ProjectionAdminService for AdminApi {
     async fn list_projections(
         &self,
-        _request: Request<pb::ListProjectionsRequest>,
+        request: Request<pb::ListProjectionsRequest>,
     ) -> Result<Response<pb::ListProjectionsResponse>, Status> {
+        require_admin(&request)?;
         let projections = self.admin.projections().await.map_err(status)?;
         Ok(Response::new(pb::ListProjectionsResponse {
             projections: projections.into_iter().map(projection_status).collect(),
@@ -122,6 +123,7 @@ impl ProjectionAdminService for AdminApi {
         &self,
         request: Request<pb::RebuildProjectionRequest>,
     ) -> Result<Response<pb::RebuildProjectionResponse>, Status> {
+        require_admin(&request)?;
         let name = request.into_inner().name;
         if name.is_empty() {
             return Err(invalid(vec![FieldViolation::new("name", "is required")]));
@@ -141,6 +143,7 @@ impl ProjectionAdminService for AdminApi {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        require_admin(&request)?;
         let request = request.into_inner();
         if !request.projection.is_empty() && !is_projection(&request.projection) {
             return Err(unknown_projection(&request.projection));
@@ -196,6 +199,7 @@ impl ProjectionAdminService for AdminApi {
         &self,
         request: Request<pb::RetryDeadLetterRequest>,
     ) -> Result<Response<pb::RetryDeadLetterResponse>, Status> {
+        require_admin(&request)?;
         let id = dead_letter_id(request.into_inner().id)?;
         let reply = match self.admin.retry(id).await.map_err(status)? {
             Retried::Applied => pb::RetryDeadLetterResponse {
@@ -214,6 +218,7 @@ impl ProjectionAdminService for AdminApi {
         &self,
         request: Request<pb::SkipDeadLetterRequest>,
     ) -> Result<Response<pb::SkipDeadLetterResponse>, Status> {
+        require_admin(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let id = i64::try_from(request.id).ok().filter(|id| *id > 0);
@@ -235,4 +240,10 @@ impl ProjectionAdminService for AdminApi {
         self.admin.skip(id, reason).await.map_err(status)?;
         Ok(Response::new(pb::SkipDeadLetterResponse { id: request.id }))
     }
+}
+
+/// Every ProjectionAdminService rpc needs the `admin` role (held by every caller while
+/// authentication is off).
+fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
+    shared::grpc::caller(request)?.require(shared::auth::ADMIN)
 }

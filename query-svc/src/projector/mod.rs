@@ -16,7 +16,6 @@ use shared::proto::v1 as pb;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::store::{apply::OrderChanged, generations};
 use streams::{Step, Streams, Transient};
@@ -63,7 +62,7 @@ impl Projector {
     pub fn new(
         pool: PgPool,
         nats: async_nats::Client,
-        command_svc: Channel,
+        command_svc: streams::EventLogClient,
         settings: ProjectorSettings,
     ) -> (Self, Progress) {
         let (applied, applied_rx) = watch::channel(0);

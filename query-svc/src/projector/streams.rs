@@ -7,11 +7,10 @@
 
 use prost::Message as _;
 use shared::{
-    grpc::TENANT_HEADER,
+    auth::TENANT_HEADER,
     proto::v1::{self as pb, event_log_service_client::EventLogServiceClient},
 };
 use sqlx::{Acquire as _, PgConnection};
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{
@@ -21,6 +20,15 @@ use crate::{
     },
     store::apply::{ApplyError, OrderChanged, apply_event, last_version},
 };
+
+/// command-svc's EventLogService, each call carrying query-svc's service token (role
+/// `event-reader`) when authentication is on.
+pub type EventLogClient = EventLogServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        shared::auth::ServiceToken,
+    >,
+>;
 
 /// Events read from command-svc per ReadStream call when catching a stream up.
 const CATCH_UP_PAGE: u32 = 500;
@@ -47,14 +55,12 @@ pub enum Step {
 /// Applies events to the tables the connection's `search_path` names.
 #[derive(Debug, Clone)]
 pub struct Streams {
-    command_svc: EventLogServiceClient<Channel>,
+    command_svc: EventLogClient,
 }
 
 impl Streams {
-    pub fn new(command_svc: Channel) -> Self {
-        Self {
-            command_svc: EventLogServiceClient::new(command_svc),
-        }
+    pub fn new(command_svc: EventLogClient) -> Self {
+        Self { command_svc }
     }
 
     /// Applies `record` if it is its stream's next version (filling a hole first). The

@@ -50,6 +50,7 @@ async fn health_follows_nats_and_the_projection_lag(pool: PgPool) {
         "127.0.0.1:0".into(),
         "--log-format".into(),
         "pretty".into(),
+        "--auth-disabled".into(),
         "--nats-url".into(),
         nats.url(),
         "--nats-stream".into(),

@@ -72,6 +72,7 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
         "127.0.0.1:0",
         "--log-format",
         "pretty",
+        "--auth-disabled",
     ]
     .map(String::from)
     .to_vec();
@@ -100,6 +101,7 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
         "127.0.0.1:0".into(),
         "--log-format".into(),
         "pretty".into(),
+        "--auth-disabled".into(),
         "--nats-url".into(),
         stream.nats_url.clone(),
         "--nats-stream".into(),
