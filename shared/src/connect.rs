@@ -106,3 +106,24 @@ pub async fn nats(url: &str, name: &str) -> Result<async_nats::Client, async_nat
         .connect(url)
         .await
 }
+
+/// The role tenant-scoped transactions run as (both schemas' row-level security policies name
+/// it; see command-svc's migration 0002).
+pub const TENANT_ROLE: &str = "pizzeria_tenant";
+
+/// Begins a transaction that acts for `tenant` only: it runs as [`TENANT_ROLE`] with
+/// `pizzeria.tenant_id` set, so row-level security shows and accepts that tenant's rows and no
+/// others, whatever the queries inside say. Both settings end with the transaction, so the
+/// pooled connection goes back as it came.
+pub async fn begin_as_tenant(
+    pool: &PgPool,
+    tenant: uuid::Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('role', $1, true), set_config('pizzeria.tenant_id', $2, true)")
+        .bind(TENANT_ROLE)
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}

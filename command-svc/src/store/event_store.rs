@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{envelope::EventMetadata, events::EncodedEvent};
 // Formatted SQL below only splices in the constant EVENT_COLUMNS; every value is a bind parameter.
+use shared::connect::begin_as_tenant;
 use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -175,7 +176,7 @@ impl EventStore {
     /// Appends `append.events` in one transaction whose first write is the version check.
     #[tracing::instrument(skip_all, fields(stream = append.stream_id, expected = append.expected_version, n = append.events.len()), err)]
     pub async fn append(&self, append: &Append<'_>) -> Result<AppendOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_as_tenant(&self.pool, append.tenant_id).await?;
         let count = u64::try_from(append.events.len()).unwrap_or(u64::MAX);
         let new_version = append.expected_version.saturating_add(count);
 
@@ -261,15 +262,18 @@ impl EventStore {
         tenant_id: Uuid,
         command_id: Uuid,
     ) -> Result<Option<ProcessedCommand>, StoreError> {
-        Ok(sqlx::query_as(
+        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
+        let command = sqlx::query_as(
             "SELECT rpc, request, aggregate_type, aggregate_id, stream_version, global_position,
                     events_appended
              FROM processed_commands WHERE tenant_id = $1 AND command_id = $2",
         )
         .bind(tenant_id)
         .bind(command_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(command)
     }
 
     /// The current version of a stream (0 if it does not exist).
@@ -278,13 +282,15 @@ impl EventStore {
         tenant_id: Uuid,
         stream_id: &str,
     ) -> Result<u64, StoreError> {
+        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
         let version: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM streams WHERE tenant_id = $1 AND stream_id = $2",
         )
         .bind(tenant_id)
         .bind(stream_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(version.map_or(0, to_u64))
     }
 
@@ -296,7 +302,8 @@ impl EventStore {
         from_version: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
+        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
+        let events = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events
              WHERE tenant_id = $1 AND stream_id = $2 AND stream_version >= $3
              ORDER BY stream_version LIMIT $4"
@@ -305,8 +312,10 @@ impl EventStore {
         .bind(stream_id)
         .bind(to_i64(from_version))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(events)
     }
 
     /// Up to `limit` events after `after` in commit order; see [`read_all_on`].
@@ -326,15 +335,18 @@ impl EventStore {
         stream_id: &str,
         state_schema_version: u32,
     ) -> Result<Option<Snapshot>, StoreError> {
-        Ok(sqlx::query_as(
+        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
+        let snapshot = sqlx::query_as(
             "SELECT stream_version, state FROM snapshots
              WHERE tenant_id = $1 AND stream_id = $2 AND state_schema_version = $3",
         )
         .bind(tenant_id)
         .bind(stream_id)
         .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(snapshot)
     }
 
     /// Stores a snapshot unless a newer one of the same schema is already there.
@@ -346,6 +358,7 @@ impl EventStore {
         stream_version: u64,
         state: &Value,
     ) -> Result<(), StoreError> {
+        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
         sqlx::query(
             "INSERT INTO snapshots (tenant_id, stream_id, state_schema_version, stream_version, state)
              VALUES ($1, $2, $3, $4, $5)
@@ -362,21 +375,24 @@ impl EventStore {
         .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
         .bind(to_i64(stream_version))
         .bind(state)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Global position of the stream's last event (0 if none): the consistency token of a
     /// command that appended nothing.
     pub async fn last_position(&self, tenant_id: Uuid, stream_id: &str) -> Result<i64, StoreError> {
+        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
         let position: Option<i64> = sqlx::query_scalar(
             "SELECT max(global_position) FROM events WHERE tenant_id = $1 AND stream_id = $2",
         )
         .bind(tenant_id)
         .bind(stream_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(position.unwrap_or(0))
     }
 }

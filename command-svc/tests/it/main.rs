@@ -9,3 +9,4 @@ mod event_log;
 mod helpers;
 mod relay;
 mod snapshots;
+mod tenancy;

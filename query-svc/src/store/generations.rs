@@ -153,7 +153,7 @@ pub async fn end_rebuild(conn: &mut PgConnection, name: &str) -> Result<(), sqlx
 }
 
 /// Creates the schema `rebuild` with empty copies of every generation table (columns,
-/// defaults, constraints, indexes). Dead letter ids continue from the serving generation's, so
+/// defaults, constraints, indexes, row-level security). Dead letter ids continue from the serving generation's, so
 /// an id never names two dead letters.
 pub async fn create_rebuild_schema(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query(AssertSqlSafe(format!(
@@ -171,6 +171,11 @@ pub async fn create_rebuild_schema(conn: &mut PgConnection) -> Result<(), sqlx::
         .execute(&mut *conn)
         .await?;
     }
+    // LIKE copies no policies: give the new tables the tenant wall (migration 0003).
+    sqlx::query("SELECT protect_tenant_tables($1)")
+        .bind(REBUILD_SCHEMA)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(AssertSqlSafe(format!(
         "SELECT setval(pg_get_serial_sequence('{REBUILD_SCHEMA}.dead_letters', 'id'),
                        GREATEST((SELECT max(id) FROM public.dead_letters), 1))"

@@ -1,6 +1,8 @@
-//! Reads of the read tables, one function per question the API answers.
+//! Reads of the read tables, one function per question the API answers. Each tenant's read runs
+//! in a transaction acting for that tenant only (row-level security, migration 0003).
 
 use chrono::{DateTime, NaiveDate, Utc};
+use shared::connect::begin_as_tenant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -33,14 +35,16 @@ pub async fn order(
     tenant: Uuid,
     order_id: Uuid,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
+    let mut tx = begin_as_tenant(pool, tenant).await?;
     let row: Option<(serde_json::Value, String, String)> = sqlx::query_as(
         "SELECT state, customer_name, customer_email FROM order_views
          WHERE tenant_id = $1 AND order_id = $2",
     )
     .bind(tenant)
     .bind(order_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     row.map(order_row).transpose()
 }
 
@@ -57,6 +61,7 @@ pub async fn order_as_of(
     order_id: Uuid,
     as_of: AsOf,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
+    let mut tx = begin_as_tenant(pool, tenant).await?;
     let (version, at) = match as_of {
         AsOf::Version(version) => (Some(version), None),
         AsOf::Time(at) => (None, Some(at)),
@@ -73,8 +78,9 @@ pub async fn order_as_of(
     .bind(order_id)
     .bind(version)
     .bind(at)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     row.map(order_row).transpose()
 }
 
@@ -108,8 +114,9 @@ pub async fn list_orders(
     filter: &OrderFilter,
     limit: u32,
 ) -> Result<Vec<OrderSummaryRow>, sqlx::Error> {
+    let mut tx = begin_as_tenant(pool, tenant).await?;
     let (after_at, after_id) = filter.after.unzip();
-    sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT order_id, customer_id, customer_name, status, payment_status, item_count,
                 total_cents, placed_at, last_updated
          FROM order_views
@@ -130,8 +137,10 @@ pub async fn list_orders(
     .bind(after_at)
     .bind(after_id)
     .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -155,15 +164,18 @@ pub async fn customer(
     tenant: Uuid,
     customer_id: Uuid,
 ) -> Result<Option<CustomerRow>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = begin_as_tenant(pool, tenant).await?;
+    let rows = sqlx::query_as(
         "SELECT customer_id, name, email, order_count, cancelled_order_count, lifetime_spend_cents,
                 last_order_id, last_order_at, registered_at, last_updated, version
          FROM customer_views WHERE tenant_id = $1 AND customer_id = $2 AND version > 0",
     )
     .bind(tenant)
     .bind(customer_id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -186,15 +198,18 @@ pub async fn timeline(
     tenant: Uuid,
     order_id: Uuid,
 ) -> Result<Vec<TimelineRow>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = begin_as_tenant(pool, tenant).await?;
+    let rows = sqlx::query_as(
         "SELECT version, global_position, event_type, description, occurred_at, recorded_at,
                 actor, command_id, correlation_id, causation_id, details
          FROM order_timeline WHERE tenant_id = $1 AND order_id = $2 ORDER BY version",
     )
     .bind(tenant)
     .bind(order_id)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -217,7 +232,8 @@ pub async fn daily_sales(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<DayRow>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = begin_as_tenant(pool, tenant).await?;
+    let rows = sqlx::query_as(
         "SELECT day, orders, confirmed, cancelled, delivered, gross_cents, discount_cents,
                 paid_cents, refunded_cents, items_sold
          FROM daily_sales WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
@@ -225,8 +241,10 @@ pub async fn daily_sales(
     .bind(tenant)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -243,7 +261,8 @@ pub async fn top_items(
     to: NaiveDate,
     limit: u32,
 ) -> Result<Vec<ItemRow>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = begin_as_tenant(pool, tenant).await?;
+    let rows = sqlx::query_as(
         "SELECT name, sum(quantity)::bigint AS quantity, sum(revenue_cents)::bigint AS revenue_cents
          FROM daily_item_sales WHERE tenant_id = $1 AND day BETWEEN $2 AND $3
          GROUP BY name ORDER BY quantity DESC, revenue_cents DESC, name LIMIT $4",
@@ -252,8 +271,10 @@ pub async fn top_items(
     .bind(from)
     .bind(to)
     .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Whether the event at `position` has been applied.

@@ -7,6 +7,7 @@
 mod admin;
 mod health;
 mod helpers;
+mod tenancy;
 
 use helpers::{CUSTOMER_ID, eventually, start};
 use shared::proto::v1 as pb;
