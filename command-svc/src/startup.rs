@@ -138,11 +138,13 @@ impl App {
         let routes = routes
             .add_service(
                 CommandServiceServer::new(CommandApi::new(handler))
-                    .max_decoding_message_size(limit),
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
             )
             .add_service(
                 EventLogServiceServer::new(EventLogApi::new(store))
-                    .max_decoding_message_size(limit),
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
             );
         tracing::info!(%addr, "command-svc listening");
         let served = shared::grpc::serve(

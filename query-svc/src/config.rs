@@ -85,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = shared::config::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Largest request message accepted, in bytes (queries are small; one more byte gets
+    /// OUT_OF_RANGE before anything is read from the database).
+    #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 64 * 1024)]
+    pub max_request_bytes: usize,
+
     /// Most calls running at once in this process; one more is refused at once with
     /// RESOURCE_EXHAUSTED (load shedding) rather than queued. Health checks are never refused.
     #[arg(long, env = "MAX_IN_FLIGHT_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -142,13 +142,22 @@ impl App {
             progress.notify_applied.clone(),
             Rebuilder::new(self.pool.clone(), command_svc, lag, stop.clone()),
         );
+        let limit = self.config.max_request_bytes;
         let routes = routes
-            .add_service(QueryServiceServer::new(QueryApi::new(
-                self.pool.clone(),
-                progress,
-                self.config.max_consistency_wait,
-            )))
-            .add_service(ProjectionAdminServiceServer::new(AdminApi::new(admin)));
+            .add_service(
+                QueryServiceServer::new(QueryApi::new(
+                    self.pool.clone(),
+                    progress,
+                    self.config.max_consistency_wait,
+                ))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                ProjectionAdminServiceServer::new(AdminApi::new(admin))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
+            );
         // The monitor stops first, so it cannot report SERVING again while the server drains.
         let shutdown = async move {
             shutdown.await;

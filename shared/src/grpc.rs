@@ -101,6 +101,10 @@ pub async fn serve(
     }
 }
 
+/// Largest response message either service sends (a ReadStream page, a long timeline). Pages
+/// are bounded far below it; this is the backstop, answered OUT_OF_RANGE rather than sent.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
 /// One bad field of a request, reported in a `google.rpc.BadRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -119,9 +123,20 @@ impl FieldViolation {
     }
 }
 
-/// `INVALID_ARGUMENT` listing every bad field as a `google.rpc.BadRequest` field violation.
-pub fn invalid(violations: Vec<FieldViolation>) -> tonic::Status {
+/// Most field violations one error names. Status and details travel in HTTP/2 headers, which
+/// clients cap (16 KiB by default): an order of 200 bad lines would otherwise come back as a
+/// stream reset the client reports as INTERNAL (the fuzz test found it).
+const MAX_VIOLATIONS: usize = 10;
+
+/// `INVALID_ARGUMENT` listing the bad fields as `google.rpc.BadRequest` field violations (the
+/// first [`MAX_VIOLATIONS`], and how many more there are).
+pub fn invalid(mut violations: Vec<FieldViolation>) -> tonic::Status {
     use tonic_types::{ErrorDetails, StatusExt};
+    if violations.len() > MAX_VIOLATIONS {
+        let more = violations.len() - MAX_VIOLATIONS;
+        violations.truncate(MAX_VIOLATIONS);
+        violations.push(FieldViolation::new("…", format!("and {more} more")));
+    }
     let summary = violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))

@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod connect;
 pub mod envelope;

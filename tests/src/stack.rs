@@ -69,6 +69,11 @@ impl Stack {
         self.local.is_some()
     }
 
+    /// The event store's database, when this run started the services.
+    pub fn write_database_url(&self) -> Option<&str> {
+        self.local.as_ref().map(|local| local.write_db.url.as_str())
+    }
+
     pub async fn commands(&self) -> anyhow::Result<CommandServiceClient<Channel>> {
         Ok(CommandServiceClient::new(connect(&self.command_url).await?))
     }
@@ -77,6 +82,14 @@ impl Stack {
         Ok(EventLogServiceClient::new(
             connect(&self.command_url).await?,
         ))
+    }
+
+    pub async fn command_channel(&self) -> anyhow::Result<Channel> {
+        connect(&self.command_url).await
+    }
+
+    pub async fn query_channel(&self) -> anyhow::Result<Channel> {
+        connect(&self.query_url).await
     }
 
     pub async fn queries(&self) -> anyhow::Result<QueryServiceClient<Channel>> {
