@@ -41,8 +41,7 @@ fn stream_tenant<T>(request: &Request<T>) -> Result<shared::values::TenantId, St
         return Ok(tenant);
     }
     caller.require(shared::auth::EVENT_READER)?;
-    let headers = request.metadata().clone().into_headers();
-    shared::auth::tenant_header(&headers)?
+    shared::auth::tenant_header(request.metadata().as_ref())?
         .ok_or_else(|| Status::invalid_argument("x-tenant-id names the stream's tenant"))
 }
 

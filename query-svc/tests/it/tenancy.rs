@@ -51,26 +51,18 @@ async fn a_tenant_transaction_reads_only_its_own_rows_and_writes_none(pool: PgPo
     tx.rollback().await.unwrap();
 
     // Reads only: no write of its own tenant's rows either.
-    let mut tx = begin_as_tenant(&pool, a).await.unwrap();
-    let refused = sqlx::query("UPDATE customer_views SET name = 'Eve'")
-        .execute(&mut *tx)
-        .await
-        .unwrap_err();
-    assert!(
-        refused.to_string().contains("permission denied"),
-        "{refused}"
-    );
-    tx.rollback().await.unwrap();
-
+    assert_denied(&pool, a, "UPDATE customer_views SET name = 'Eve'").await;
     // Bookkeeping without a tenant column is closed to the tenant role.
-    let mut tx = begin_as_tenant(&pool, a).await.unwrap();
-    let refused = sqlx::query("SELECT count(*) FROM applied_events")
-        .execute(&mut *tx)
-        .await
-        .unwrap_err();
+    assert_denied(&pool, a, "SELECT count(*) FROM applied_events").await;
+}
+
+/// `sql`, run acting for `tenant`, is refused for want of a privilege.
+async fn assert_denied(pool: &PgPool, tenant: Uuid, sql: &'static str) {
+    let mut tx = begin_as_tenant(pool, tenant).await.unwrap();
+    let refused = sqlx::query(sql).execute(&mut *tx).await.unwrap_err();
     assert!(
         refused.to_string().contains("permission denied"),
-        "{refused}"
+        "{sql}: {refused}"
     );
     tx.rollback().await.unwrap();
 }
