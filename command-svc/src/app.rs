@@ -16,7 +16,10 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Aggregate, DomainError},
-    store::{Append, AppendOutcome, CommandRecord, EventStore, ProcessedCommand, StoreError},
+    store::{
+        Append, AppendOutcome, Appended, CommandRecord, EventStore, ProcessedCommand, Session,
+        StoreError,
+    },
 };
 
 /// Why a command did not produce a reply.
@@ -102,47 +105,14 @@ impl CommandHandler {
         tenant: TenantId,
         id: Uuid,
     ) -> Result<(A, u64), AppError> {
-        let stream = stream_id(A::TYPE, id);
-        let tenant = tenant.as_uuid();
-        let (mut state, mut version) = match self
-            .store
-            .load_snapshot(tenant, &stream, A::STATE_SCHEMA_VERSION)
-            .await?
-        {
-            Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
-                Ok(state) => (state, u64::try_from(snapshot.stream_version).unwrap_or(0)),
-                // An unreadable snapshot is only a cache miss: rebuild from the events.
-                Err(error) => {
-                    tracing::warn!(%error, stream, "ignoring unreadable snapshot");
-                    (A::default(), 0)
-                }
-            },
-            None => (A::default(), 0),
-        };
-        loop {
-            let page = self
-                .store
-                .read_stream(tenant, &stream, version + 1, 1000)
-                .await?;
-            let Some(last) = page.last() else { break };
-            version = u64::try_from(last.stream_version).unwrap_or(version);
-            for stored in &page {
-                let event = A::Event::decode(
-                    &stored.event_type,
-                    u32::try_from(stored.schema_version).unwrap_or(0),
-                    stored.payload.clone(),
-                )
-                .map_err(|error| {
-                    tracing::error!(%error, stream, version = stored.stream_version, "undecodable event");
-                    AppError::Internal
-                })?;
-                state = state.evolve(&event);
-            }
-        }
-        Ok((state, version))
+        let mut session = self.store.session(tenant.as_uuid()).await?;
+        let loaded = load_in::<A>(&mut session, &stream_id(A::TYPE, id)).await?;
+        session.commit().await?;
+        Ok(loaded)
     }
 
-    /// Runs `command` against aggregate `id`.
+    /// Runs `command` against aggregate `id`: idempotency check, load, decide and append in
+    /// one transaction (one connection, one BEGIN/COMMIT), retried on a version conflict.
     #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, %id, rpc = ctx.rpc), err(Debug))]
     pub async fn execute<A: Aggregate>(
         &self,
@@ -151,19 +121,16 @@ impl CommandHandler {
         command: &A::Command,
     ) -> Result<CommandOutcome, AppError> {
         let tenant = ctx.tenant.as_uuid();
-        if let Some(command_id) = ctx.command_id {
-            if let Some(done) = self
-                .store
-                .processed_command(tenant, command_id.as_uuid())
-                .await?
-            {
-                return replay(ctx, done);
-            }
-        }
         let stream = stream_id(A::TYPE, id);
         let mut attempt = 0;
         loop {
-            let (state, version) = self.load::<A>(ctx.tenant, id).await?;
+            let mut session = self.store.session(tenant).await?;
+            if let Some(command_id) = ctx.command_id {
+                if let Some(done) = session.processed_command(command_id.as_uuid()).await? {
+                    return replay(ctx, done);
+                }
+            }
+            let (state, version) = load_in::<A>(&mut session, &stream).await?;
             if let Some(expected) = ctx.expected_version {
                 if expected != version {
                     return Err(AppError::Conflict {
@@ -177,7 +144,8 @@ impl CommandHandler {
                 not_found: error.is_not_found(),
             })?;
             if events.is_empty() {
-                let position = self.store.last_position(tenant, &stream).await?;
+                let position = session.last_position(&stream).await?;
+                session.commit().await?;
                 return Ok(CommandOutcome {
                     aggregate_id: id,
                     version,
@@ -201,11 +169,12 @@ impl CommandHandler {
                     request: ctx.request,
                 }),
             };
-            match self.store.append(&append).await {
-                Ok(AppendOutcome::Appended {
+            match session.append(&append).await? {
+                Appended::Committable {
                     version: new_version,
                     position,
-                }) => {
+                } => {
+                    session.commit().await?;
                     self.appended.notify_one();
                     if new_version / self.snapshot_every > version / self.snapshot_every {
                         let state = events.iter().fold(state, A::evolve);
@@ -219,14 +188,25 @@ impl CommandHandler {
                         events_appended: u32::try_from(events.len()).unwrap_or(u32::MAX),
                     });
                 }
-                Ok(AppendOutcome::AlreadyProcessed(done)) => return replay(ctx, done),
-                Err(StoreError::Conflict { .. })
+                Appended::CommandAlreadyRecorded(command_id) => {
+                    drop(session);
+                    return match self.store.already_processed(tenant, command_id).await? {
+                        AppendOutcome::AlreadyProcessed(done) => replay(ctx, done),
+                        AppendOutcome::Appended { .. } => Err(AppError::Internal),
+                    };
+                }
+                Appended::Conflict { actual }
                     if ctx.expected_version.is_none() && attempt < self.max_conflict_retries =>
                 {
                     attempt += 1;
-                    tracing::debug!(attempt, "version conflict, reloading");
+                    tracing::debug!(attempt, actual, "version conflict, reloading");
                 }
-                Err(error) => return Err(error.into()),
+                Appended::Conflict { actual } => {
+                    return Err(AppError::Conflict {
+                        expected: version,
+                        actual,
+                    });
+                }
             }
         }
     }
@@ -266,4 +246,44 @@ fn replay(ctx: &CommandContext<'_>, done: ProcessedCommand) -> Result<CommandOut
         replayed: true,
         events_appended: 0,
     })
+}
+
+/// Loads an aggregate inside `session`: the latest snapshot of the current state schema, plus
+/// the events after it, a page at a time (a short page is the last).
+async fn load_in<A: Aggregate>(session: &mut Session, stream: &str) -> Result<(A, u64), AppError> {
+    const PAGE: u32 = 1000;
+    let (mut state, mut version) = match session
+        .load_snapshot(stream, A::STATE_SCHEMA_VERSION)
+        .await?
+    {
+        Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
+            Ok(state) => (state, u64::try_from(snapshot.stream_version).unwrap_or(0)),
+            // An unreadable snapshot is only a cache miss: rebuild from the events.
+            Err(error) => {
+                tracing::warn!(%error, stream, "ignoring unreadable snapshot");
+                (A::default(), 0)
+            }
+        },
+        None => (A::default(), 0),
+    };
+    loop {
+        let page = session.read_stream(stream, version + 1, PAGE).await?;
+        let full_page = page.len() >= PAGE as usize;
+        for stored in page {
+            let event = A::Event::decode(
+                &stored.event_type,
+                u32::try_from(stored.schema_version).unwrap_or(0),
+                stored.payload,
+            )
+            .map_err(|error| {
+                tracing::error!(%error, stream, version = stored.stream_version, "undecodable event");
+                AppError::Internal
+            })?;
+            state = state.evolve(&event);
+            version = u64::try_from(stored.stream_version).unwrap_or(version);
+        }
+        if !full_page {
+            return Ok((state, version));
+        }
+    }
 }

@@ -115,15 +115,16 @@ pub const TENANT_ROLE: &str = "pizzeria_tenant";
 /// `pizzeria.tenant_id` set, so row-level security shows and accepts that tenant's rows and no
 /// others, whatever the queries inside say. Both settings end with the transaction, so the
 /// pooled connection goes back as it came.
+///
+/// BEGIN and both settings travel in one simple-protocol message: one round trip instead of
+/// two on every tenant-scoped call. Splicing is safe here: the role is a constant and a
+/// `Uuid` prints as hex digits and dashes only.
 pub async fn begin_as_tenant(
     pool: &PgPool,
     tenant: uuid::Uuid,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('role', $1, true), set_config('pizzeria.tenant_id', $2, true)")
-        .bind(TENANT_ROLE)
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    pool.begin_with(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SET LOCAL ROLE {TENANT_ROLE}; SET LOCAL pizzeria.tenant_id = '{tenant}'"
+    )))
+    .await
 }

@@ -94,6 +94,11 @@ impl RunningService {
         Ok(service)
     }
 
+    /// The process id (to read its resident memory, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A gRPC channel to the service.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(format!("http://{}", self.addr))?
@@ -187,11 +192,15 @@ impl TestDatabase {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await?;
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(base, _)| base);
+        // Keep connection parameters (`?sslmode=disable`, say) for the new database too.
+        let (address, parameters) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), String::new()), |(a, p)| {
+                (a, format!("?{p}"))
+            });
+        let base = address.rsplit_once('/').map_or(address, |(base, _)| base);
         Ok(Self {
-            url: format!("{base}/{name}"),
+            url: format!("{base}/{name}{parameters}"),
             name,
             admin_url,
         })
@@ -239,13 +248,18 @@ pub async fn read_model_dump(pool: &sqlx::PgPool) -> anyhow::Result<Vec<String>>
     Ok(dump)
 }
 
-/// `target/<profile>/<binary>`, found next to the test executable (`target/<profile>/deps/…`).
+/// `target/<profile>/<binary>`, found from the running executable: a test is in
+/// `target/<profile>/deps/`, a binary such as the load generator in `target/<profile>/`.
 fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target/<profile> directory")?;
+    let parent = exe.parent().context("executable has no directory")?;
+    let profile_dir = if parent.ends_with("deps") {
+        parent
+            .parent()
+            .context("test executable has no target/<profile> directory")?
+    } else {
+        parent
+    };
     let path = profile_dir.join(binary);
     if !path.exists() {
         bail!(

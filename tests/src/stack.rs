@@ -16,6 +16,8 @@ use crate::{RunningService, TestDatabase, nats::TestStream};
 /// Both services started by the test: restartable.
 #[derive(Debug)]
 struct Local {
+    /// Extra environment for both services (the load generator quiets their logs).
+    env: Vec<(String, String)>,
     write_db: TestDatabase,
     read_db: TestDatabase,
     stream: TestStream,
@@ -35,6 +37,11 @@ pub struct Stack {
 impl Stack {
     /// Starts both binaries, or connects to the stack the environment names.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// [`Self::start`] with extra environment variables for both services when started here.
+    pub async fn start_with(env: Vec<(String, String)>) -> anyhow::Result<Self> {
         let tenant = uuid::Uuid::now_v7().to_string();
         if let (Ok(command_url), Ok(query_url)) = (
             std::env::var("E2E_COMMAND_SVC_URL"),
@@ -48,6 +55,7 @@ impl Stack {
             });
         }
         let mut local = Local {
+            env,
             write_db: TestDatabase::create().await?,
             read_db: TestDatabase::create().await?,
             stream: TestStream::new(),
@@ -72,6 +80,20 @@ impl Stack {
     /// The event store's database, when this run started the services.
     pub fn write_database_url(&self) -> Option<&str> {
         self.local.as_ref().map(|local| local.write_db.url.as_str())
+    }
+
+    /// The read model's database, when this run started the services.
+    pub fn read_database_url(&self) -> Option<&str> {
+        self.local.as_ref().map(|local| local.read_db.url.as_str())
+    }
+
+    /// Process ids of command-svc and query-svc, when this run started them.
+    pub fn service_pids(&self) -> Option<(u32, u32)> {
+        let local = self.local.as_ref()?;
+        Some((
+            local.command_svc.as_ref()?.pid(),
+            local.query_svc.as_ref()?.pid(),
+        ))
     }
 
     pub async fn commands(&self) -> anyhow::Result<CommandServiceClient<Channel>> {
@@ -172,6 +194,8 @@ impl Local {
             ("SHUTDOWN_DRAIN_TIMEOUT", "2s".to_owned()),
         ];
         env.extend(self.stream.relay_env());
+        let env = env.into_iter().map(|(k, v)| (k.to_owned(), v));
+        let env: Vec<(String, String)> = env.chain(self.env.iter().cloned()).collect();
         self.command_svc = Some(RunningService::start_serving("command-svc", env).await?);
         Ok(())
     }
@@ -183,6 +207,8 @@ impl Local {
             ("SHUTDOWN_DRAIN_TIMEOUT", "2s".to_owned()),
         ];
         env.extend(self.stream.relay_env());
+        let env = env.into_iter().map(|(k, v)| (k.to_owned(), v));
+        let env: Vec<(String, String)> = env.chain(self.env.iter().cloned()).collect();
         self.query_svc = Some(RunningService::start_serving("query-svc", env).await?);
         Ok(())
     }

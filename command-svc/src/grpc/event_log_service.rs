@@ -82,12 +82,7 @@ impl EventLogService for EventLogApi {
             0 => DEFAULT_MAX_COUNT,
             n => n.min(MAX_COUNT),
         };
-        let current = self
-            .store
-            .stream_version(tenant, &stream)
-            .await
-            .map_err(crate::app::AppError::from)?;
-        let events = self
+        let (current, events) = self
             .store
             .read_stream(tenant, &stream, request.from_version.max(1), limit)
             .await

@@ -173,87 +173,45 @@ impl EventStore {
         &self.pool
     }
 
-    /// Appends `append.events` in one transaction whose first write is the version check.
-    #[tracing::instrument(skip_all, fields(stream = append.stream_id, expected = append.expected_version, n = append.events.len()), err)]
-    pub async fn append(&self, append: &Append<'_>) -> Result<AppendOutcome, StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, append.tenant_id).await?;
-        let count = u64::try_from(append.events.len()).unwrap_or(u64::MAX);
-        let new_version = append.expected_version.saturating_add(count);
+    /// Opens a transaction acting for `tenant` (row-level security applies). A command runs
+    /// in one: its idempotency check, load and append see one snapshot and cost one BEGIN.
+    pub async fn session(&self, tenant_id: Uuid) -> Result<Session, StoreError> {
+        Ok(Session {
+            tx: begin_as_tenant(&self.pool, tenant_id).await?,
+            tenant_id,
+        })
+    }
 
-        // First write: claim the next versions of the stream, or learn that someone else did.
-        let claimed = if append.expected_version == 0 {
-            sqlx::query(
-                "INSERT INTO streams (tenant_id, stream_id, aggregate_type, version)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(append.tenant_id)
-            .bind(append.stream_id)
-            .bind(append.aggregate_type)
-            .bind(to_i64(new_version))
-            .execute(&mut *tx)
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE streams SET version = $4
-                 WHERE tenant_id = $1 AND stream_id = $2 AND version = $3",
-            )
-            .bind(append.tenant_id)
-            .bind(append.stream_id)
-            .bind(to_i64(append.expected_version))
-            .bind(to_i64(new_version))
-            .execute(&mut *tx)
-            .await?
-        };
-        if claimed.rows_affected() == 0 {
-            drop(tx);
-            let actual = self
-                .stream_version(append.tenant_id, append.stream_id)
-                .await?;
-            return Err(StoreError::Conflict {
+    /// Appends `append.events` in a transaction of their own; see [`Session::append`].
+    pub async fn append(&self, append: &Append<'_>) -> Result<AppendOutcome, StoreError> {
+        let mut session = self.session(append.tenant_id).await?;
+        match session.append(append).await? {
+            Appended::Committable { version, position } => {
+                session.commit().await?;
+                Ok(AppendOutcome::Appended { version, position })
+            }
+            Appended::Conflict { actual } => Err(StoreError::Conflict {
                 stream_id: append.stream_id.to_owned(),
                 expected: append.expected_version,
                 actual,
-            });
-        }
-
-        let position = insert_events(&mut tx, append).await?;
-
-        if let Some(command) = append.command {
-            let inserted = sqlx::query(
-                "INSERT INTO processed_commands (tenant_id, command_id, rpc, request,
-                     aggregate_type, aggregate_id, stream_version, global_position, events_appended)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (tenant_id, command_id) DO NOTHING",
-            )
-            .bind(append.tenant_id)
-            .bind(command.command_id)
-            .bind(command.rpc)
-            .bind(command.request)
-            .bind(append.aggregate_type)
-            .bind(append.aggregate_id)
-            .bind(to_i64(new_version))
-            .bind(position)
-            .bind(i32::try_from(count).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                // The same command id committed concurrently (e.g. on another stream, because a
-                // retried PlaceOrder without an order id drew a new id): undo ours, return theirs.
-                tx.rollback().await?;
-                return match self
-                    .processed_command(append.tenant_id, command.command_id)
-                    .await?
-                {
-                    Some(existing) => Ok(AppendOutcome::AlreadyProcessed(existing)),
-                    None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
-                };
+            }),
+            Appended::CommandAlreadyRecorded(command_id) => {
+                drop(session);
+                self.already_processed(append.tenant_id, command_id).await
             }
         }
-        tx.commit().await?;
-        Ok(AppendOutcome::Appended {
-            version: new_version,
-            position,
-        })
+    }
+
+    /// The reply stored for `command_id` by a concurrent request that committed first.
+    pub async fn already_processed(
+        &self,
+        tenant_id: Uuid,
+        command_id: Uuid,
+    ) -> Result<AppendOutcome, StoreError> {
+        match self.processed_command(tenant_id, command_id).await? {
+            Some(existing) => Ok(AppendOutcome::AlreadyProcessed(existing)),
+            None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
+        }
     }
 
     /// The stored reply of `command_id`, if it ran before.
@@ -262,60 +220,27 @@ impl EventStore {
         tenant_id: Uuid,
         command_id: Uuid,
     ) -> Result<Option<ProcessedCommand>, StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
-        let command = sqlx::query_as(
-            "SELECT rpc, request, aggregate_type, aggregate_id, stream_version, global_position,
-                    events_appended
-             FROM processed_commands WHERE tenant_id = $1 AND command_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(command_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let mut session = self.session(tenant_id).await?;
+        let command = session.processed_command(command_id).await?;
+        session.commit().await?;
         Ok(command)
     }
 
-    /// The current version of a stream (0 if it does not exist).
-    pub async fn stream_version(
-        &self,
-        tenant_id: Uuid,
-        stream_id: &str,
-    ) -> Result<u64, StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM streams WHERE tenant_id = $1 AND stream_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(stream_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(version.map_or(0, to_u64))
-    }
-
-    /// Events of one stream with `stream_version >= from_version`, oldest first, at most `limit`.
+    /// The stream's current version and its events with `stream_version >= from_version`,
+    /// oldest first, at most `limit`. The version is read first, so the events reach at least
+    /// that far unless `limit` cut them short.
     pub async fn read_stream(
         &self,
         tenant_id: Uuid,
         stream_id: &str,
         from_version: u64,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
-        let events = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE tenant_id = $1 AND stream_id = $2 AND stream_version >= $3
-             ORDER BY stream_version LIMIT $4"
-        )))
-        .bind(tenant_id)
-        .bind(stream_id)
-        .bind(to_i64(from_version))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(events)
+    ) -> Result<(u64, Vec<StoredEvent>), StoreError> {
+        let mut session = self.session(tenant_id).await?;
+        let version = session.stream_version(stream_id).await?;
+        let events = session.read_stream(stream_id, from_version, limit).await?;
+        session.commit().await?;
+        Ok((version, events))
     }
 
     /// Up to `limit` events after `after` in commit order; see [`read_all_on`].
@@ -335,17 +260,11 @@ impl EventStore {
         stream_id: &str,
         state_schema_version: u32,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
-        let snapshot = sqlx::query_as(
-            "SELECT stream_version, state FROM snapshots
-             WHERE tenant_id = $1 AND stream_id = $2 AND state_schema_version = $3",
-        )
-        .bind(tenant_id)
-        .bind(stream_id)
-        .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let mut session = self.session(tenant_id).await?;
+        let snapshot = session
+            .load_snapshot(stream_id, state_schema_version)
+            .await?;
+        session.commit().await?;
         Ok(snapshot)
     }
 
@@ -358,7 +277,7 @@ impl EventStore {
         stream_version: u64,
         state: &Value,
     ) -> Result<(), StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
+        let mut session = self.session(tenant_id).await?;
         sqlx::query(
             "INSERT INTO snapshots (tenant_id, stream_id, state_schema_version, stream_version, state)
              VALUES ($1, $2, $3, $4, $5)
@@ -375,24 +294,181 @@ impl EventStore {
         .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
         .bind(to_i64(stream_version))
         .bind(state)
-        .execute(&mut *tx)
+        .execute(&mut *session.tx)
         .await?;
-        tx.commit().await?;
+        session.commit().await?;
         Ok(())
+    }
+}
+
+/// What [`Session::append`] did; nothing is committed until [`Session::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The events are written; `version` and `position` are those of the last one.
+    Committable { version: u64, position: i64 },
+    /// The stream is at `actual`, not the expected version: nothing was written.
+    Conflict { actual: u64 },
+    /// Another request with this command id committed first: roll back and return its reply.
+    CommandAlreadyRecorded(Uuid),
+}
+
+/// One transaction acting for one tenant. Dropping it rolls back.
+#[derive(Debug)]
+pub struct Session {
+    tx: Transaction<'static, Postgres>,
+    tenant_id: Uuid,
+}
+
+impl Session {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Writes `append.events` after checking the stream is at `append.expected_version`; the
+    /// version check is the first write, so a concurrent writer is detected before anything
+    /// else is written.
+    #[tracing::instrument(skip_all, fields(stream = append.stream_id, expected = append.expected_version, n = append.events.len()), err)]
+    pub async fn append(&mut self, append: &Append<'_>) -> Result<Appended, StoreError> {
+        let count = u64::try_from(append.events.len()).unwrap_or(u64::MAX);
+        let new_version = append.expected_version.saturating_add(count);
+
+        // First write: claim the next versions of the stream, or learn that someone else did.
+        let claimed = if append.expected_version == 0 {
+            sqlx::query(
+                "INSERT INTO streams (tenant_id, stream_id, aggregate_type, version)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(append.tenant_id)
+            .bind(append.stream_id)
+            .bind(append.aggregate_type)
+            .bind(to_i64(new_version))
+            .execute(&mut *self.tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE streams SET version = $4
+                 WHERE tenant_id = $1 AND stream_id = $2 AND version = $3",
+            )
+            .bind(append.tenant_id)
+            .bind(append.stream_id)
+            .bind(to_i64(append.expected_version))
+            .bind(to_i64(new_version))
+            .execute(&mut *self.tx)
+            .await?
+        };
+        if claimed.rows_affected() == 0 {
+            // Read committed: this statement sees the write that beat ours.
+            let actual = self.stream_version(append.stream_id).await?;
+            return Ok(Appended::Conflict { actual });
+        }
+
+        let position = insert_events(&mut self.tx, append).await?;
+
+        if let Some(command) = append.command {
+            let inserted = sqlx::query(
+                "INSERT INTO processed_commands (tenant_id, command_id, rpc, request,
+                     aggregate_type, aggregate_id, stream_version, global_position, events_appended)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (tenant_id, command_id) DO NOTHING",
+            )
+            .bind(append.tenant_id)
+            .bind(command.command_id)
+            .bind(command.rpc)
+            .bind(command.request)
+            .bind(append.aggregate_type)
+            .bind(append.aggregate_id)
+            .bind(to_i64(new_version))
+            .bind(position)
+            .bind(i32::try_from(count).unwrap_or(i32::MAX))
+            .execute(&mut *self.tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                // The same command id committed concurrently (e.g. on another stream, because a
+                // retried PlaceOrder without an order id drew a new id).
+                return Ok(Appended::CommandAlreadyRecorded(command.command_id));
+            }
+        }
+        Ok(Appended::Committable {
+            version: new_version,
+            position,
+        })
+    }
+
+    /// The stored reply of `command_id`, if it ran before.
+    pub async fn processed_command(
+        &mut self,
+        command_id: Uuid,
+    ) -> Result<Option<ProcessedCommand>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT rpc, request, aggregate_type, aggregate_id, stream_version, global_position,
+                    events_appended
+             FROM processed_commands WHERE tenant_id = $1 AND command_id = $2",
+        )
+        .bind(self.tenant_id)
+        .bind(command_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// The current version of a stream (0 if it does not exist).
+    pub async fn stream_version(&mut self, stream_id: &str) -> Result<u64, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM streams WHERE tenant_id = $1 AND stream_id = $2",
+        )
+        .bind(self.tenant_id)
+        .bind(stream_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(version.map_or(0, to_u64))
+    }
+
+    /// Events of one stream with `stream_version >= from_version`, oldest first, at most `limit`.
+    pub async fn read_stream(
+        &mut self,
+        stream_id: &str,
+        from_version: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE tenant_id = $1 AND stream_id = $2 AND stream_version >= $3
+             ORDER BY stream_version LIMIT $4"
+        )))
+        .bind(self.tenant_id)
+        .bind(stream_id)
+        .bind(to_i64(from_version))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// The newest snapshot of a stream taken under `state_schema_version`; others are ignored.
+    pub async fn load_snapshot(
+        &mut self,
+        stream_id: &str,
+        state_schema_version: u32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT stream_version, state FROM snapshots
+             WHERE tenant_id = $1 AND stream_id = $2 AND state_schema_version = $3",
+        )
+        .bind(self.tenant_id)
+        .bind(stream_id)
+        .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
+        .fetch_optional(&mut *self.tx)
+        .await?)
     }
 
     /// Global position of the stream's last event (0 if none): the consistency token of a
     /// command that appended nothing.
-    pub async fn last_position(&self, tenant_id: Uuid, stream_id: &str) -> Result<i64, StoreError> {
-        let mut tx = begin_as_tenant(&self.pool, tenant_id).await?;
+    pub async fn last_position(&mut self, stream_id: &str) -> Result<i64, StoreError> {
         let position: Option<i64> = sqlx::query_scalar(
             "SELECT max(global_position) FROM events WHERE tenant_id = $1 AND stream_id = $2",
         )
-        .bind(tenant_id)
+        .bind(self.tenant_id)
         .bind(stream_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *self.tx)
         .await?;
-        tx.commit().await?;
         Ok(position.unwrap_or(0))
     }
 }

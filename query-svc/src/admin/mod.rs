@@ -14,7 +14,7 @@ use crate::{
     projection::event::stream_key,
     projector::streams::{Streams, Transient},
     store::{
-        apply::set_last_version,
+        apply::{Batch, set_last_version},
         dead_letters::{self, DeadLetterRow},
         generations::{self, READ_MODEL},
     },
@@ -40,6 +40,10 @@ impl From<Transient> for AdminError {
         match error {
             Transient::Database(error) => Self::Database(error),
             Transient::Backfill(message) => Self::CommandSvc(message),
+            // Admin operations apply carefully (with savepoints), which never asks for this.
+            Transient::RetryCarefully => {
+                Self::FailedPrecondition("an event failed; see the dead letters".into())
+            }
         }
     }
 }
@@ -156,7 +160,11 @@ impl Admin {
         generations::hold_serving(&mut tx).await?;
         let (dead, record) = lock_pending(&mut tx, id).await?;
         dead_letters::resolve(&mut tx, id, "RETRIED", None).await?;
-        self.streams.catch_up(&mut tx, &record).await?;
+        let mut bookkeeping = Batch::new(true);
+        self.streams
+            .catch_up(&mut tx, &mut bookkeeping, &record)
+            .await?;
+        bookkeeping.flush(&mut tx).await?;
         let Some((tenant, stream, version)) = stream_key(&record) else {
             return Err(AdminError::FailedPrecondition(
                 "the dead letter's event has no valid stream".into(),
@@ -202,7 +210,11 @@ impl Admin {
         .bind(dead.global_position)
         .execute(&mut *tx)
         .await?;
-        self.streams.catch_up(&mut tx, &record).await?;
+        let mut bookkeeping = Batch::new(true);
+        self.streams
+            .catch_up(&mut tx, &mut bookkeeping, &record)
+            .await?;
+        bookkeeping.flush(&mut tx).await?;
         tx.commit().await?;
         self.notify_applied.send_modify(|n| *n += 1);
         tracing::warn!(id, event_id = %dead.event_id, reason, "dead letter skipped");

@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::{AdminError, lag::LagProbe};
 use crate::{
     projector::streams::{EventLogClient, Streams},
-    store::generations::{self, READ_MODEL},
+    store::{
+        apply::Batch,
+        generations::{self, READ_MODEL},
+    },
 };
 
 /// Events read and applied per rebuild transaction.
@@ -196,13 +199,14 @@ impl Rebuilder {
             .map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?
             .into_inner();
         let mut read = 0;
+        // Read in commit order, so every stream arrives in version order; a failure is
+        // dead-lettered at once (there is no redelivery here), hence savepoints.
+        let mut bookkeeping = Batch::new(true);
         while let Some(record) = events.next().await {
             let record =
                 record.map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?;
-            // Read in commit order, so every stream arrives in version order; a failure is
-            // dead-lettered at once (there is no redelivery here).
             self.streams
-                .apply(conn, &record, 1, 1)
+                .apply(conn, &mut bookkeeping, &record, 1, 1)
                 .await
                 .map_err(AdminError::from)?;
             *cursor = Some(pb::LogCursor {
@@ -211,6 +215,7 @@ impl Rebuilder {
             });
             read += 1;
         }
+        bookkeeping.flush(conn).await?;
         Ok(read)
     }
 }

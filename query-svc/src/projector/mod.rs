@@ -17,7 +17,13 @@ use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{apply::OrderChanged, generations};
+use crate::{
+    projection::event::stream_key,
+    store::{
+        apply::{Batch, OrderChanged, StreamKey},
+        generations,
+    },
+};
 use streams::{Step, Streams, Transient};
 
 /// Deliveries of one event before it goes to the dead letters.
@@ -154,7 +160,11 @@ impl Projector {
 
     /// Applies a batch in one transaction, then acks (or naks what must come again).
     async fn process(&self, batch: Vec<jetstream::Message>) {
-        match self.apply_batch(&batch).await {
+        let applied = match self.apply_batch(&batch, false).await {
+            Err(Transient::RetryCarefully) => self.apply_batch(&batch, true).await,
+            other => other,
+        };
+        match applied {
             Ok((applied, changes)) => {
                 for (index, message) in batch.iter().enumerate() {
                     let ack = if index < applied {
@@ -182,38 +192,70 @@ impl Projector {
     }
 
     /// Returns how many messages of the batch are done (the rest are to be redelivered) and the
-    /// order views that changed.
+    /// order views that changed. Applied first without savepoints (`careful` false): if an
+    /// event fails, the caller applies the batch again with them.
     async fn apply_batch(
         &self,
         batch: &[jetstream::Message],
+        careful: bool,
     ) -> Result<(usize, Vec<OrderChanged>), Transient> {
-        let mut tx = self.pool.begin().await?;
-        generations::hold_serving(&mut tx).await?;
-        let mut changes = Vec::new();
-        let mut done = 0;
-        for message in batch {
-            let attempts = message.info().map_or(1, |info| info.delivered);
-            let record = match pb::EventRecord::decode(message.payload.as_ref()) {
-                Ok(record) => record,
+        let records: Vec<Option<pb::EventRecord>> = batch
+            .iter()
+            .map(|message| match pb::EventRecord::decode(message.payload.as_ref()) {
+                Ok(record) => Some(record),
                 Err(error) => {
                     // Not ours (the relay only publishes EventRecords); nothing to project.
                     tracing::error!(%error, subject = %message.subject, "undecodable message skipped");
-                    done += 1;
-                    continue;
+                    None
                 }
-            };
-            match self
-                .streams
-                .apply(&mut tx, &record, attempts, MAX_ATTEMPTS)
-                .await?
-            {
-                Step::Applied(change) => changes.extend(change.map(|c| *c)),
-                Step::Skipped => {}
-                Step::RetryLater => break,
-            }
-            done += 1;
-        }
-        tx.commit().await?;
-        Ok((done, changes))
+            })
+            .collect();
+        let records: Vec<(Option<pb::EventRecord>, i64)> = records
+            .into_iter()
+            .zip(batch)
+            .map(|(record, message)| (record, message.info().map_or(1, |info| info.delivered)))
+            .collect();
+        apply_records(&self.pool, &self.streams, &records, careful).await
     }
+}
+
+/// Applies `records` (each with its delivery count; None for a message that is not an event)
+/// in one transaction: the serving lock, the streams' versions read in one query, each record
+/// through [`Streams::apply`], the bookkeeping written once. Returns how many records are done
+/// (the rest are to be redelivered) and the order views that changed.
+pub async fn apply_records(
+    pool: &PgPool,
+    streams: &Streams,
+    records: &[(Option<pb::EventRecord>, i64)],
+    careful: bool,
+) -> Result<(usize, Vec<OrderChanged>), Transient> {
+    let mut tx = pool.begin().await?;
+    generations::hold_serving(&mut tx).await?;
+    let mut bookkeeping = Batch::new(careful);
+    let keys: Vec<StreamKey> = records
+        .iter()
+        .filter_map(|(record, _)| record.as_ref().and_then(stream_key))
+        .map(|(tenant, stream, _)| (tenant, stream))
+        .collect();
+    bookkeeping.prefetch(&mut tx, &keys).await?;
+    let mut changes = Vec::new();
+    let mut done = 0;
+    for (record, attempts) in records {
+        let Some(record) = record else {
+            done += 1;
+            continue;
+        };
+        match streams
+            .apply(&mut tx, &mut bookkeeping, record, *attempts, MAX_ATTEMPTS)
+            .await?
+        {
+            Step::Applied(change) => changes.extend(change.map(|c| *c)),
+            Step::Skipped => {}
+            Step::RetryLater => break,
+        }
+        done += 1;
+    }
+    bookkeeping.flush(&mut tx).await?;
+    tx.commit().await?;
+    Ok((done, changes))
 }

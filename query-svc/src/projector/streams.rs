@@ -18,7 +18,7 @@ use crate::{
         ProjectionError,
         event::{Event, stream_key},
     },
-    store::apply::{ApplyError, OrderChanged, apply_event, last_version},
+    store::apply::{ApplyError, Batch, OrderChanged, apply_event},
 };
 
 /// command-svc's EventLogService, each call carrying query-svc's service token (role
@@ -40,6 +40,9 @@ pub enum Transient {
     Database(#[from] sqlx::Error),
     #[error("command-svc ReadStream: {0}")]
     Backfill(String),
+    /// An event failed in a batch applied without savepoints: apply the batch again, carefully.
+    #[error("an event of the batch failed; the batch is applied again with savepoints")]
+    RetryCarefully,
 }
 
 /// What became of one event.
@@ -68,6 +71,7 @@ impl Streams {
     pub async fn apply(
         &self,
         conn: &mut PgConnection,
+        batch: &mut Batch,
         record: &pb::EventRecord,
         attempts: i64,
         max_attempts: i64,
@@ -76,10 +80,13 @@ impl Streams {
             tracing::error!(event_id = %record.event_id, "event without a valid tenant or version skipped");
             return Ok(Step::Skipped);
         };
-        if held_behind_dead_letter(conn, tenant, &stream, version).await? {
+        let key = (tenant, stream);
+        if batch.may_be_held(&key) && held_behind_dead_letter(conn, tenant, &key.1, version).await?
+        {
             return Ok(Step::Skipped);
         }
-        let last = last_version(conn, tenant, &stream).await?;
+        let stream = key.1;
+        let last = batch.last_version(conn, tenant, &stream).await?;
         if version <= last {
             return Ok(Step::Skipped);
         }
@@ -87,7 +94,7 @@ impl Streams {
             let missing = u32::try_from(version - last - 1).unwrap_or(u32::MAX);
             tracing::info!(stream = %stream, from = last + 1, count = missing, "filling a hole from command-svc");
             if !self
-                .apply_from_log(conn, record, last, Some(missing))
+                .apply_from_log(conn, batch, record, last, Some(missing))
                 .await?
             {
                 // A missing version was dead-lettered: this one now waits behind it.
@@ -95,7 +102,7 @@ impl Streams {
                 return Ok(Step::Skipped);
             }
         }
-        match apply_in_savepoint(conn, record).await? {
+        match apply_one(conn, batch, record).await? {
             Ok(change) => Ok(Step::Applied(change.map(Box::new))),
             Err(error) if attempts >= max_attempts => {
                 dead_letter(conn, record, &error, attempts).await?;
@@ -113,13 +120,14 @@ impl Streams {
     pub async fn catch_up(
         &self,
         conn: &mut PgConnection,
+        batch: &mut Batch,
         record: &pb::EventRecord,
     ) -> Result<(), Transient> {
         let Some((tenant, stream, _)) = stream_key(record) else {
             return Ok(());
         };
-        let last = last_version(conn, tenant, &stream).await?;
-        self.apply_from_log(conn, record, last, None).await?;
+        let last = batch.last_version(conn, tenant, &stream).await?;
+        self.apply_from_log(conn, batch, record, last, None).await?;
         Ok(())
     }
 
@@ -129,6 +137,7 @@ impl Streams {
     async fn apply_from_log(
         &self,
         conn: &mut PgConnection,
+        batch: &mut Batch,
         record: &pb::EventRecord,
         mut last: i64,
         count: Option<u32>,
@@ -148,7 +157,7 @@ impl Streams {
                 )));
             }
             for event in &response.events {
-                if let Err(error) = apply_in_savepoint(conn, event).await? {
+                if let Err(error) = apply_one(conn, batch, event).await? {
                     dead_letter(conn, event, &error, 1).await?;
                     return Ok(false);
                 }
@@ -187,18 +196,31 @@ impl Streams {
     }
 }
 
-/// Decodes and applies one record inside a savepoint, so a failing event leaves the caller's
-/// transaction usable. `Ok(Err(_))` is the event's fault; `Err(_)` is the database's.
-async fn apply_in_savepoint(
+/// Decodes and applies one record. `Ok(Err(_))` is the event's fault; `Err(_)` is the
+/// database's. A careful batch applies it inside a savepoint, so a failing event leaves the
+/// transaction usable (and can be dead-lettered); a fast batch has none, and any failure
+/// sends the whole batch back as [`Transient::RetryCarefully`].
+async fn apply_one(
     conn: &mut PgConnection,
+    batch: &mut Batch,
     record: &pb::EventRecord,
 ) -> Result<Result<Option<OrderChanged>, ProjectionError>, Transient> {
     let event = match Event::try_from(record) {
         Ok(event) => event,
+        Err(_) if !batch.careful => return Err(Transient::RetryCarefully),
         Err(error) => return Ok(Err(error)),
     };
+    if !batch.careful {
+        return match apply_event(conn, batch, &event).await {
+            Ok(change) => Ok(Ok(change)),
+            Err(ApplyError::Database(error)) if !is_event_fault(&error) => {
+                Err(Transient::Database(error))
+            }
+            Err(_) => Err(Transient::RetryCarefully),
+        };
+    }
     let mut savepoint = conn.begin().await?;
-    match apply_event(&mut savepoint, &event).await {
+    match apply_event(&mut savepoint, batch, &event).await {
         Ok(change) => {
             savepoint.commit().await?;
             Ok(Ok(change))
@@ -207,8 +229,6 @@ async fn apply_in_savepoint(
             savepoint.rollback().await?;
             Ok(Err(error))
         }
-        // A constraint or data error repeats on every retry: the event's fault. A lost
-        // connection or a shutdown is not.
         Err(ApplyError::Database(sqlx::Error::Database(error))) => {
             savepoint.rollback().await?;
             Ok(Err(ProjectionError(format!(
@@ -217,6 +237,12 @@ async fn apply_in_savepoint(
         }
         Err(ApplyError::Database(error)) => Err(Transient::Database(error)),
     }
+}
+
+/// A constraint or data error repeats on every retry: the event's fault. A lost connection or
+/// a shutdown is not.
+fn is_event_fault(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(_))
 }
 
 /// Whether the stream waits behind an unresolved dead letter; if so, counts `version` among the

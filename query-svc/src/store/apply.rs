@@ -1,7 +1,7 @@
 //! Applying one event to every read table, inside the caller's transaction. The caller has
 //! already checked that the event is its stream's next version (see `projector`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shared::events::{CustomerEvent, OrderEvent};
 use sqlx::PgConnection;
@@ -36,9 +36,10 @@ pub struct OrderChanged {
     pub event_type: String,
 }
 
-/// Applies `event` to the read tables and records it as applied.
+/// Applies `event` to the read tables and records it as applied in `batch`.
 pub async fn apply_event(
     conn: &mut PgConnection,
+    batch: &mut Batch,
     event: &Event,
 ) -> Result<Option<OrderChanged>, ApplyError> {
     let changed = match &event.payload {
@@ -48,52 +49,163 @@ pub async fn apply_event(
             None
         }
     };
-    record_applied(conn, event).await?;
+    batch.record_applied(event);
     Ok(changed)
 }
 
-/// Marks the event's version as its stream's last and its position as applied.
-pub async fn record_applied(conn: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
-    set_last_version(
-        conn,
-        event.tenant_id,
-        &event.stream_id,
-        event.stream_version,
-    )
-    .await?;
-    sqlx::query("INSERT INTO applied_events (global_position) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(event.global_position)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO projector_state (id, last_position, last_transaction_id, last_event_recorded_at)
-         VALUES (1, $1, $2, $3)
-         ON CONFLICT (id) DO UPDATE SET last_position = EXCLUDED.last_position,
-             last_transaction_id = EXCLUDED.last_transaction_id,
-             last_event_recorded_at = EXCLUDED.last_event_recorded_at, updated_at = now()",
-    )
-    .bind(event.global_position)
-    .bind(i64::try_from(event.transaction_id).unwrap_or(i64::MAX))
-    .bind(event.recorded_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// The bookkeeping of one transaction that applies events. It reads each touched stream's
+/// last applied version once and keeps it, and it collects what was applied. That is written
+/// by [`Batch::flush`] in three statements per batch rather than three per event. Call
+/// `flush` before the transaction commits.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Without savepoints: the first failing event sends the whole batch back, to be applied
+    /// again with savepoints (`careful`), where a failure is dead-lettered.
+    pub careful: bool,
+    last_versions: HashMap<StreamKey, i64>,
+    /// Streams with an unresolved dead letter, when prefetched (None: ask per event).
+    held: Option<HashSet<StreamKey>>,
+    applied_versions: BTreeMap<StreamKey, i64>,
+    positions: Vec<i64>,
+    /// The last event applied: the projector's checkpoint.
+    checkpoint: Option<(i64, i64, chrono::DateTime<chrono::Utc>)>,
 }
 
-/// The last version applied of a stream (0 if none).
-pub async fn last_version(
-    conn: &mut PgConnection,
-    tenant_id: uuid::Uuid,
-    stream_id: &str,
-) -> Result<i64, sqlx::Error> {
-    let version: Option<i64> = sqlx::query_scalar(
-        "SELECT last_version FROM stream_progress WHERE tenant_id = $1 AND stream_id = $2",
-    )
-    .bind(tenant_id)
-    .bind(stream_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(version.unwrap_or(0))
+/// A stream of one tenant.
+pub type StreamKey = (uuid::Uuid, String);
+
+impl Batch {
+    pub fn new(careful: bool) -> Self {
+        Self {
+            careful,
+            ..Self::default()
+        }
+    }
+
+    /// Reads the last applied versions of `keys`, and which of them wait behind a dead
+    /// letter, in two queries.
+    pub async fn prefetch(
+        &mut self,
+        conn: &mut PgConnection,
+        keys: &[StreamKey],
+    ) -> Result<(), sqlx::Error> {
+        let (tenants, streams): (Vec<uuid::Uuid>, Vec<&str>) =
+            keys.iter().map(|(t, s)| (*t, s.as_str())).unzip();
+        let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+            "SELECT k.tenant_id, k.stream_id, coalesce(p.last_version, 0)
+             FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, stream_id)
+             LEFT JOIN stream_progress p USING (tenant_id, stream_id)",
+        )
+        .bind(&tenants)
+        .bind(&streams)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (tenant, stream, version) in rows {
+            self.last_versions.insert((tenant, stream), version);
+        }
+        let held: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT DISTINCT d.tenant_id, d.stream_id
+             FROM dead_letters d JOIN unnest($1::uuid[], $2::text[]) AS k(tenant_id, stream_id)
+               USING (tenant_id, stream_id)
+             WHERE d.status = 'PENDING'",
+        )
+        .bind(&tenants)
+        .bind(&streams)
+        .fetch_all(&mut *conn)
+        .await?;
+        self.held = Some(held.into_iter().collect());
+        Ok(())
+    }
+
+    /// Whether a stream may have an unresolved dead letter: true when not prefetched, and
+    /// always in a careful batch, which can dead-letter events itself.
+    pub fn may_be_held(&self, key: &StreamKey) -> bool {
+        self.careful || self.held.as_ref().is_none_or(|held| held.contains(key))
+    }
+
+    /// The last version applied of a stream (0 if none).
+    pub async fn last_version(
+        &mut self,
+        conn: &mut PgConnection,
+        tenant_id: uuid::Uuid,
+        stream_id: &str,
+    ) -> Result<i64, sqlx::Error> {
+        let key = (tenant_id, stream_id.to_owned());
+        if let Some(version) = self.last_versions.get(&key) {
+            return Ok(*version);
+        }
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT last_version FROM stream_progress WHERE tenant_id = $1 AND stream_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(stream_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let version = version.unwrap_or(0);
+        self.last_versions.insert(key, version);
+        Ok(version)
+    }
+
+    /// Marks `event` applied: its version is its stream's last, its position is applied.
+    pub fn record_applied(&mut self, event: &Event) {
+        let key = (event.tenant_id, event.stream_id.clone());
+        self.last_versions.insert(key.clone(), event.stream_version);
+        self.applied_versions.insert(key, event.stream_version);
+        self.positions.push(event.global_position);
+        self.checkpoint = Some((
+            event.global_position,
+            i64::try_from(event.transaction_id).unwrap_or(i64::MAX),
+            event.recorded_at,
+        ));
+    }
+
+    /// Writes what was applied since the last flush.
+    pub async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if !self.applied_versions.is_empty() {
+            let mut tenants = Vec::with_capacity(self.applied_versions.len());
+            let mut streams = Vec::with_capacity(self.applied_versions.len());
+            let mut versions = Vec::with_capacity(self.applied_versions.len());
+            for ((tenant, stream), version) in std::mem::take(&mut self.applied_versions) {
+                tenants.push(tenant);
+                streams.push(stream);
+                versions.push(version);
+            }
+            sqlx::query(
+                "INSERT INTO stream_progress (tenant_id, stream_id, last_version)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])
+                 ON CONFLICT (tenant_id, stream_id) DO UPDATE SET last_version = EXCLUDED.last_version",
+            )
+            .bind(&tenants)
+            .bind(&streams)
+            .bind(&versions)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.positions.is_empty() {
+            sqlx::query(
+                "INSERT INTO applied_events (global_position)
+                 SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(std::mem::take(&mut self.positions))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if let Some((position, transaction_id, recorded_at)) = self.checkpoint.take() {
+            sqlx::query(
+                "INSERT INTO projector_state (id, last_position, last_transaction_id, last_event_recorded_at)
+                 VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET last_position = EXCLUDED.last_position,
+                     last_transaction_id = EXCLUDED.last_transaction_id,
+                     last_event_recorded_at = EXCLUDED.last_event_recorded_at, updated_at = now()",
+            )
+            .bind(position)
+            .bind(transaction_id)
+            .bind(recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 pub async fn set_last_version(
