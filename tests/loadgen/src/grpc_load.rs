@@ -108,7 +108,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<LoadR
         };
         clients.spawn(client.run());
     }
-    let elapsed = shared.wait_for_end(options, &clients).await;
+    let elapsed = shared.wait_for_end(options).await;
     let mut tally = Tally::default();
     while let Some(client) = clients.join_next().await {
         tally.add(&client?);
@@ -140,6 +140,7 @@ struct Shared {
     measure_from: Instant,
     stop: AtomicBool,
     orders_started: AtomicU64,
+    clients_finished: AtomicU64,
     commands_done: AtomicU64,
     lag: Mutex<Latencies>,
     probe_errors: Mutex<Tally>,
@@ -158,6 +159,7 @@ impl Shared {
             measure_from: Instant::now() + warmup,
             stop: AtomicBool::new(false),
             orders_started: AtomicU64::new(0),
+            clients_finished: AtomicU64::new(0),
             commands_done: AtomicU64::new(0),
             lag: Mutex::new(Latencies::default()),
             probe_errors: Mutex::new(Tally::default()),
@@ -171,18 +173,14 @@ impl Shared {
 
     /// Waits for the duration (or for every client to finish its orders), then stops the
     /// clients; returns how long was measured.
-    async fn wait_for_end<T: 'static>(
-        &self,
-        options: &LoadOptions,
-        clients: &JoinSet<T>,
-    ) -> Duration {
+    async fn wait_for_end(&self, options: &LoadOptions) -> Duration {
         let mut progress = Progress::new();
         let end = self.measure_from + options.duration;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             progress.tick("commands", self.commands_done.load(Ordering::Relaxed));
             let done = match options.orders {
-                Some(_) => clients.is_empty() || self.stop.load(Ordering::Relaxed),
+                Some(_) => self.clients_finished.load(Ordering::Relaxed) >= options.clients as u64,
                 None => Instant::now() >= end,
             };
             if done {
@@ -210,7 +208,14 @@ struct Client {
 }
 
 impl Client {
-    async fn run(mut self) -> Tally {
+    async fn run(self) -> Tally {
+        let shared = self.shared.clone();
+        let tally = self.take_orders().await;
+        shared.clients_finished.fetch_add(1, Ordering::Relaxed);
+        tally
+    }
+
+    async fn take_orders(mut self) -> Tally {
         // Spread paced clients over one interval so they do not fire together.
         let mut next_send = Instant::now()
             + self.interval.map_or(Duration::ZERO, |i| {

@@ -171,3 +171,111 @@ fn resident_mib(pid: u32) -> Option<f64> {
         .ok()?;
     Some(kib / 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The load generator's own checks, on a small stack started from the debug binaries
+    //! (`cargo build --workspace --bins` first), the shared Postgres and NATS, and pgbench.
+
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use e2e::TestDatabase;
+
+    use crate::{
+        compare, cqrs_es_peer,
+        grpc_load::{self, LoadOptions, Mix},
+        pgbench,
+    };
+
+    #[tokio::test]
+    async fn every_command_is_counted_and_every_probe_sees_its_command_projected() {
+        let stack = compare::start_stack().await.unwrap();
+        let target = compare::target_of(&stack).await.unwrap();
+        let options = LoadOptions {
+            clients: 2,
+            mix: Mix::Mixed,
+            duration: Duration::from_secs(120),
+            orders: Some(4),
+            warmup: Duration::ZERO,
+            rate: None,
+            lag_every: 1,
+        };
+        let result = grpc_load::run(&target, &options).await.unwrap();
+        stack.finish().await.unwrap();
+
+        assert!(result.tally.errors.is_empty(), "{:?}", result.tally.errors);
+        let commands = result
+            .tally
+            .combined(|op| !grpc_load::QUERIES.contains(&op))
+            .count();
+        let queries = result
+            .tally
+            .combined(|op| grpc_load::QUERIES.contains(&op))
+            .count();
+        // A registration per client, six commands per order, two queries per order.
+        assert_eq!(commands, 2 + 4 * 6);
+        assert_eq!(queries, 4 * 2);
+        assert_eq!(result.lag.count(), 4 * 6, "one lag probe per order command");
+    }
+
+    #[tokio::test]
+    async fn the_cqrs_es_peer_stores_one_event_per_command() {
+        let database = TestDatabase::create().await.unwrap();
+        let (tally, _) = cqrs_es_peer::run(
+            &database.url,
+            2,
+            4,
+            Duration::ZERO,
+            Duration::from_millis(1500),
+        )
+        .await
+        .unwrap();
+        let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        database.drop_database().await.unwrap();
+
+        assert!(tally.errors.is_empty(), "{:?}", tally.errors);
+        let commands = tally.combined(|_| true).count();
+        assert!(commands > 6, "only {commands} commands in 1.5 s");
+        // Commands of orders still open when the run stopped count too: equal, not more.
+        assert_eq!(u64::try_from(events).unwrap(), commands);
+    }
+
+    #[tokio::test]
+    async fn pgbench_runs_the_raw_command_sql_and_every_transaction_is_logged() {
+        let database = TestDatabase::create().await.unwrap();
+        let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+        command_svc::store::MIGRATOR.run(&pool).await.unwrap();
+        let tenant = uuid::Uuid::now_v7().to_string();
+        pgbench::seed_streams(&database.url, &tenant, 50)
+            .await
+            .unwrap();
+        let report = pgbench::run(
+            pgbench::Script::Command,
+            &database.url,
+            2,
+            Duration::from_secs(1),
+            &[("tenant", tenant.clone()), ("streams", "50".into())],
+        )
+        .unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        database.drop_database().await.unwrap();
+
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        // 50 seeded events plus one per logged transaction.
+        assert_eq!(
+            u64::try_from(events).unwrap(),
+            50 + report.command_latency.count
+        );
+    }
+}
