@@ -22,6 +22,7 @@ use command_svc::{
     store::{Append, AppendOutcome, EventStore, MIGRATOR},
 };
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use e2e::TestDatabase;
 use shared::{
     envelope::{EventMetadata, stream_id},
     events::{DiscountApplied, DomainEvent, EncodedEvent, OrderEvent, OrderPlaced},
@@ -30,10 +31,7 @@ use shared::{
         Quantity, TenantId,
     },
 };
-use sqlx::{
-    AssertSqlSafe, Connection, PgConnection, PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::{runtime::Runtime, sync::Notify};
 use uuid::Uuid;
 
@@ -41,82 +39,23 @@ use uuid::Uuid;
 const EVENTS: u64 = 10_000;
 /// Events per append (one transaction each) while seeding.
 const APPEND_BATCH: usize = 1_000;
-/// Where the benchmark creates its database when `DATABASE_URL` is unset.
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// A database of the benchmark's own, dropped (with `FORCE`) when this value is, even after a
-/// panic.
-#[derive(Debug)]
-struct BenchDatabase {
-    pool: PgPool,
-    name: String,
-    admin_url: String,
-}
-
-impl BenchDatabase {
-    /// Creates `<prefix>_<uuid>` on the Postgres at `DATABASE_URL` and runs command-svc's
-    /// migrations on it.
-    async fn create(prefix: &str) -> Self {
-        let admin_url =
-            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
-        let name = format!("{prefix}_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("this benchmark needs Postgres at DATABASE_URL (default {DEFAULT_DATABASE_URL}): {error}")
-        });
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("CREATE DATABASE (the role needs CREATEDB)");
-        admin.close().await.expect("closing the admin connection");
-
-        let options: PgConnectOptions = admin_url
-            .parse()
-            .expect("DATABASE_URL is not a Postgres URL");
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.database(&name))
-            .await
-            .expect("connecting to the benchmark database");
-        MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrating the benchmark database");
-        Self {
-            pool,
-            name,
-            admin_url,
-        }
-    }
-}
-
-impl Drop for BenchDatabase {
-    fn drop(&mut self) {
-        // Drop cannot await: drop the database from a thread with a runtime of its own (FORCE
-        // ends the pool's connections).
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-                sqlx::query(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            });
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!(
-                "could not drop the benchmark database {}: drop it by hand",
-                self.name
-            );
-        }
-    }
+/// A database of the benchmark's own on the Postgres at `DATABASE_URL` (the end-to-end
+/// harness's), migrated; drop it with `drop_database` at the end.
+async fn bench_database() -> (TestDatabase, PgPool) {
+    let database = TestDatabase::create()
+        .await
+        .expect("this benchmark needs Postgres at DATABASE_URL");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&database.url)
+        .await
+        .expect("connecting to the benchmark database");
+    MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrating the benchmark database");
+    (database, pool)
 }
 
 fn t(minute: i64) -> DateTime<Utc> {
@@ -196,8 +135,8 @@ async fn load(handler: &CommandHandler, tenant: TenantId, id: Uuid) -> Order {
 
 fn load_order(c: &mut Criterion) {
     let runtime = Runtime::new().expect("a multi-thread tokio runtime");
-    let database = runtime.block_on(BenchDatabase::create("bench_load"));
-    let store = EventStore::new(database.pool.clone());
+    let (database, pool) = runtime.block_on(bench_database());
+    let store = EventStore::new(pool.clone());
     // Snapshots are only taken by `execute`, which the benchmark never calls.
     let handler = CommandHandler::new(store.clone(), u64::MAX, Arc::new(Notify::new()));
     let tenant = TenantId::from_uuid(Uuid::now_v7());
@@ -253,6 +192,9 @@ fn load_order(c: &mut Criterion) {
             .iter(|| load(handler, tenant, with_snapshot))
     });
     group.finish();
+    runtime
+        .block_on(database.drop_database())
+        .expect("dropping the benchmark database");
 }
 
 criterion_group!(benches, load_order);

@@ -24,6 +24,7 @@ use std::{collections::HashMap, hint::black_box, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use e2e::TestDatabase;
 use query_svc::{
     projection::{
         analytics::DayFigures,
@@ -50,10 +51,7 @@ use shared::{
         OrderId, OrderLine, OrderLines, PaymentMethod, PaymentReference, PizzaSize, Quantity,
     },
 };
-use sqlx::{
-    AssertSqlSafe, Connection, PgConnection, PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -65,8 +63,6 @@ const ORDERS_PER_BATCH: usize = 125;
 const EVENTS_PER_BATCH: u64 = 1_000;
 /// Customers the orders are spread over.
 const CUSTOMERS: usize = 10;
-/// Where the benchmark creates its database when `DATABASE_URL` is unset.
-const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Minutes after 2026-11-22 18:00 UTC: every order counts on the same sales day.
 fn t(minute: i64) -> DateTime<Utc> {
@@ -312,79 +308,22 @@ fn pure(c: &mut Criterion) {
     group.finish();
 }
 
-/// A database of the benchmark's own, dropped (with `FORCE`) when this value is, even after a
-/// panic.
-#[derive(Debug)]
-struct BenchDatabase {
-    pool: PgPool,
-    name: String,
-    admin_url: String,
-}
-
-impl BenchDatabase {
-    /// Creates `<prefix>_<uuid>` on the Postgres at `DATABASE_URL` and runs query-svc's
-    /// migrations on it.
-    async fn create(prefix: &str) -> Self {
-        let admin_url =
-            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
-        let name = format!("{prefix}_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("this benchmark needs Postgres at DATABASE_URL (default {DEFAULT_DATABASE_URL}): {error}")
-        });
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("CREATE DATABASE (the role needs CREATEDB)");
-        admin.close().await.expect("closing the admin connection");
-
-        let options: PgConnectOptions = admin_url
-            .parse()
-            .expect("DATABASE_URL is not a Postgres URL");
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.database(&name))
-            .await
-            .expect("connecting to the benchmark database");
-        MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrating the benchmark database");
-        Self {
-            pool,
-            name,
-            admin_url,
-        }
-    }
-}
-
-impl Drop for BenchDatabase {
-    fn drop(&mut self) {
-        // Drop cannot await: drop the database from a thread with a runtime of its own (FORCE
-        // ends the pool's connections).
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-                sqlx::query(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            });
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!(
-                "could not drop the benchmark database {}: drop it by hand",
-                self.name
-            );
-        }
-    }
+/// A database of the benchmark's own on the Postgres at `DATABASE_URL` (the end-to-end
+/// harness's), migrated; drop it with `drop_database` at the end.
+async fn bench_database() -> (TestDatabase, PgPool) {
+    let database = TestDatabase::create()
+        .await
+        .expect("this benchmark needs Postgres at DATABASE_URL");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&database.url)
+        .await
+        .expect("connecting to the benchmark database");
+    MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrating the benchmark database");
+    (database, pool)
 }
 
 /// Applies `records` as the projector applies a batch (without savepoints, the fast path).
@@ -401,8 +340,8 @@ async fn apply_batch(pool: &PgPool, streams: &Streams, records: Vec<pb::EventRec
 
 fn postgres(c: &mut Criterion) {
     let runtime = Runtime::new().expect("a multi-thread tokio runtime");
-    let database = runtime.block_on(BenchDatabase::create("bench_proj"));
-    let pool = &database.pool;
+    let (database, pool) = runtime.block_on(bench_database());
+    let pool = &pool;
     let mut workload = Workload::new();
     let streams = runtime.block_on(async {
         // command-svc is only asked for missing versions, and every batch here is gap-free: the
@@ -433,6 +372,9 @@ fn postgres(c: &mut Criterion) {
         )
     });
     group.finish();
+    runtime
+        .block_on(database.drop_database())
+        .expect("dropping the benchmark database");
 }
 
 criterion_group!(benches, pure, postgres);
