@@ -6,10 +6,14 @@
    against the Kubernetes schemas (strict: unknown fields are errors).
 3. Every environment variable the compose file or a manifest gives a service is one that
    service reads (its `--help` lists it), so a typo cannot silently fall back to a default.
+4. Every Deployment's prometheus.io/port annotation is the port its container serves metrics on
+   (METRICS_ADDR), and every `pizzeria_*` metric the Grafana dashboards query is one the code
+   records (a renamed metric would otherwise leave an empty panel).
 
 Usage: deploy/validate.py <directory with the command-svc and query-svc binaries>
 """
 
+import json
 import pathlib
 import re
 import subprocess
@@ -19,6 +23,7 @@ import tempfile
 import yaml
 
 DEPLOY = pathlib.Path(__file__).resolve().parent
+SOURCES = [DEPLOY.parent / name / "src" for name in ("command-svc", "query-svc", "shared")]
 OVERLAYS = sorted(p for p in (DEPLOY / "k8s" / "overlays").iterdir() if p.is_dir())
 KUBERNETES_VERSION = "1.30.0"
 SERVICES = ("command-svc", "query-svc")
@@ -69,6 +74,37 @@ def manifest_env(documents: list[dict]) -> dict[str, set[str]]:
     return result
 
 
+def check_scrape_ports(documents: list[dict]) -> list[str]:
+    problems = []
+    for doc in documents:
+        if doc["kind"] != "Deployment":
+            continue
+        template = doc["spec"]["template"]
+        port = (template["metadata"].get("annotations") or {}).get("prometheus.io/port")
+        container = template["spec"]["containers"][0]
+        metrics = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "metrics"]
+        listen = [e["value"] for e in container.get("env", []) if e["name"] == "METRICS_ADDR"]
+        name = doc["metadata"]["name"]
+        if port is None or metrics != [int(port)] or listen != [f"0.0.0.0:{port}"]:
+            problems.append(f"{name}: prometheus.io/port {port}, metrics port {metrics}, METRICS_ADDR {listen}")
+    return problems
+
+
+def check_dashboards() -> list[str]:
+    recorded = set()
+    for source in SOURCES:
+        for path in source.rglob("*.rs"):
+            recorded |= set(re.findall(r'"(pizzeria_[a-z_]+)"', path.read_text()))
+    problems = []
+    for dashboard in sorted((DEPLOY / "observability" / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(dashboard.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                for name in re.findall(r"\bpizzeria_[a-z_]+", target["expr"]):
+                    if re.sub(r"_(bucket|count|sum)$", "", name) not in recorded:
+                        problems.append(f"{dashboard.name}: panel {panel['title']!r} queries {name}, which nothing records")
+    return problems
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -89,7 +125,13 @@ def main() -> None:
         documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
         for service, names in manifest_env(documents).items():
             problems += check_env(f"overlay {overlay.name}", service, names, known)
+        problems += [f"overlay {overlay.name}: {p}" for p in check_scrape_ports(documents)]
         print(f"ok   k8s/overlays/{overlay.name} ({len(documents)} resources, Kubernetes {KUBERNETES_VERSION} schemas)")
+
+    dashboard_problems = check_dashboards()
+    if not dashboard_problems:
+        print("ok   every metric the dashboards query is recorded")
+    problems += dashboard_problems
 
     if problems:
         sys.exit("\n".join(problems))

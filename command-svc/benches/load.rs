@@ -31,7 +31,7 @@ use shared::{
         Quantity, TenantId,
     },
 };
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::{runtime::Runtime, sync::Notify};
 use uuid::Uuid;
 
@@ -46,15 +46,10 @@ async fn bench_database() -> (TestDatabase, PgPool) {
     let database = TestDatabase::create()
         .await
         .expect("this benchmark needs Postgres at DATABASE_URL");
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&database.url)
+    let pool = database
+        .migrated_pool(&MIGRATOR, 4)
         .await
-        .expect("connecting to the benchmark database");
-    MIGRATOR
-        .run(&pool)
-        .await
-        .expect("migrating the benchmark database");
+        .expect("a migrated benchmark database");
     (database, pool)
 }
 

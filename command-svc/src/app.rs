@@ -4,7 +4,7 @@
 //! conflict is retried (bounded) when the client sent no expected version. A command id makes the
 //! whole thing idempotent: the stored reply comes back and nothing is appended.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use shared::{
     envelope::{EventMetadata, stream_id},
@@ -99,22 +99,52 @@ impl CommandHandler {
     }
 
     /// Loads an aggregate: the latest snapshot of the current state schema, plus the events after it.
-    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, %id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, %id), err(level = "info"))]
     pub async fn load<A: Aggregate>(
         &self,
         tenant: TenantId,
         id: Uuid,
     ) -> Result<(A, u64), AppError> {
         let mut session = self.store.session(tenant.as_uuid()).await?;
-        let loaded = load_in::<A>(&mut session, &stream_id(A::TYPE, id)).await?;
-        session.commit().await?;
-        Ok(loaded)
+        let loaded = load_in::<A>(&mut session, &stream_id(A::TYPE, id), None).await?;
+        session.end_read_only();
+        match loaded {
+            Load::State(state, version) => Ok((state, version)),
+            Load::AlreadyProcessed(_) => Err(AppError::Internal),
+        }
     }
 
     /// Runs `command` against aggregate `id`: idempotency check, load, decide and append in
     /// one transaction (one connection, one BEGIN/COMMIT), retried on a version conflict.
-    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, %id, rpc = ctx.rpc), err(Debug))]
+    /// Counts the outcome in `pizzeria_commands_total{command, outcome}`.
+    #[tracing::instrument(skip_all, fields(aggregate = A::TYPE, %id, rpc = ctx.rpc), err(level = "info"))]
     pub async fn execute<A: Aggregate>(
+        &self,
+        ctx: &CommandContext<'_>,
+        id: Uuid,
+        command: &A::Command,
+    ) -> Result<CommandOutcome, AppError> {
+        let result = self.try_execute::<A>(ctx, id, command).await;
+        let outcome = match &result {
+            Ok(done) if done.replayed => "replayed",
+            Ok(done) if done.events_appended == 0 => "unchanged",
+            Ok(done) => {
+                metrics::counter!("pizzeria_events_appended_total", "aggregate" => A::TYPE)
+                    .increment(u64::from(done.events_appended));
+                "accepted"
+            }
+            Err(AppError::Rejected { .. }) => "rejected",
+            Err(AppError::Conflict { .. }) => "conflict",
+            Err(AppError::CommandIdReused) => "command_id_reused",
+            Err(AppError::Unavailable) => "unavailable",
+            Err(AppError::Internal) => "error",
+        };
+        metrics::counter!("pizzeria_commands_total", "command" => ctx.rpc, "outcome" => outcome)
+            .increment(1);
+        result
+    }
+
+    async fn try_execute<A: Aggregate>(
         &self,
         ctx: &CommandContext<'_>,
         id: Uuid,
@@ -125,12 +155,11 @@ impl CommandHandler {
         let mut attempt = 0;
         loop {
             let mut session = self.store.session(tenant).await?;
-            if let Some(command_id) = ctx.command_id {
-                if let Some(done) = session.processed_command(command_id.as_uuid()).await? {
-                    return replay(ctx, done);
-                }
-            }
-            let (state, version) = load_in::<A>(&mut session, &stream).await?;
+            let command_id = ctx.command_id.map(|c| c.as_uuid());
+            let (state, version) = match load_in::<A>(&mut session, &stream, command_id).await? {
+                Load::AlreadyProcessed(done) => return replay(ctx, done),
+                Load::State(state, version) => (state, version),
+            };
             if let Some(expected) = ctx.expected_version {
                 if expected != version {
                     return Err(AppError::Conflict {
@@ -145,7 +174,7 @@ impl CommandHandler {
             })?;
             if events.is_empty() {
                 let position = session.last_position(&stream).await?;
-                session.commit().await?;
+                session.end_read_only();
                 return Ok(CommandOutcome {
                     aggregate_id: id,
                     version,
@@ -169,12 +198,15 @@ impl CommandHandler {
                     request: ctx.request,
                 }),
             };
+            let appending = Instant::now();
             match session.append(&append).await? {
                 Appended::Committable {
                     version: new_version,
                     position,
                 } => {
                     session.commit().await?;
+                    metrics::histogram!("pizzeria_append_duration_seconds")
+                        .record(appending.elapsed().as_secs_f64());
                     self.appended.notify_one();
                     if new_version / self.snapshot_every > version / self.snapshot_every {
                         let state = events.iter().fold(state, A::evolve);
@@ -198,10 +230,14 @@ impl CommandHandler {
                 Appended::Conflict { actual }
                     if ctx.expected_version.is_none() && attempt < self.max_conflict_retries =>
                 {
+                    metrics::counter!("pizzeria_optimistic_conflicts_total", "retried" => "true")
+                        .increment(1);
                     attempt += 1;
                     tracing::debug!(attempt, actual, "version conflict, reloading");
                 }
                 Appended::Conflict { actual } => {
+                    metrics::counter!("pizzeria_optimistic_conflicts_total", "retried" => "false")
+                        .increment(1);
                     return Err(AppError::Conflict {
                         expected: version,
                         actual,
@@ -248,26 +284,43 @@ fn replay(ctx: &CommandContext<'_>, done: ProcessedCommand) -> Result<CommandOut
     })
 }
 
+/// What [`load_in`] found.
+enum Load<A> {
+    /// The command id already ran: its stored reply.
+    AlreadyProcessed(ProcessedCommand),
+    /// The aggregate's state and version.
+    State(A, u64),
+}
+
 /// Loads an aggregate inside `session`: the latest snapshot of the current state schema, plus
-/// the events after it, a page at a time (a short page is the last).
-async fn load_in<A: Aggregate>(session: &mut Session, stream: &str) -> Result<(A, u64), AppError> {
+/// the events after it. The first page comes in one round trip with the snapshot and, given a
+/// command id, its stored reply; a full page means there may be more.
+async fn load_in<A: Aggregate>(
+    session: &mut Session,
+    stream: &str,
+    command_id: Option<Uuid>,
+) -> Result<Load<A>, AppError> {
     const PAGE: u32 = 1000;
-    let (mut state, mut version) = match session
-        .load_snapshot(stream, A::STATE_SCHEMA_VERSION)
-        .await?
-    {
+    let loaded = session
+        .load(stream, A::STATE_SCHEMA_VERSION, command_id, PAGE)
+        .await?;
+    if let Some(done) = loaded.processed {
+        return Ok(Load::AlreadyProcessed(done));
+    }
+    let mut page = loaded.events;
+    let (mut state, mut version) = match loaded.snapshot {
         Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
             Ok(state) => (state, u64::try_from(snapshot.stream_version).unwrap_or(0)),
             // An unreadable snapshot is only a cache miss: rebuild from the events.
             Err(error) => {
                 tracing::warn!(%error, stream, "ignoring unreadable snapshot");
+                page = session.read_stream(stream, 1, PAGE).await?;
                 (A::default(), 0)
             }
         },
         None => (A::default(), 0),
     };
     loop {
-        let page = session.read_stream(stream, version + 1, PAGE).await?;
         let full_page = page.len() >= PAGE as usize;
         for stored in page {
             let event = A::Event::decode(
@@ -283,7 +336,8 @@ async fn load_in<A: Aggregate>(session: &mut Session, stream: &str) -> Result<(A
             version = u64::try_from(stored.stream_version).unwrap_or(version);
         }
         if !full_page {
-            return Ok((state, version));
+            return Ok(Load::State(state, version));
         }
+        page = session.read_stream(stream, version + 1, PAGE).await?;
     }
 }

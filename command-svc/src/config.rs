@@ -92,6 +92,15 @@ pub struct Config {
     #[command(flatten)]
     pub auth: shared::auth::AuthConfig,
 
+    /// Where to serve Prometheus `/metrics` (its own port), or `off`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    pub metrics_addr: shared::metrics::MetricsAddr,
+
+    /// Export spans over OTLP/gRPC to this collector (e.g. `http://otel-collector:4317`).
+    /// Unset: no export, and no OpenTelemetry code runs.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format: `json` (one object per line) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

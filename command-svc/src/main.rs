@@ -10,7 +10,11 @@ async fn main() -> anyhow::Result<()> {
         let serving = shared::grpc::probe(config.grpc_addr).await;
         std::process::exit(if serving { 0 } else { 1 });
     }
-    shared::telemetry::init(config.log_format);
+    let otlp =
+        shared::telemetry::OtlpExport::configured(config.otlp_endpoint.as_deref(), "command-svc");
+    let telemetry = shared::telemetry::init(config.log_format, otlp)?;
     let app = App::build(config).await?;
-    app.run_until_stopped(shared::shutdown::signal()).await
+    let served = app.run_until_stopped(shared::shutdown::signal()).await;
+    telemetry.shutdown().await;
+    served
 }

@@ -10,6 +10,7 @@ use shared::proto::v1::{
 use shared::{
     admission::{AdmissionLayer, Readiness},
     connect::Background,
+    metrics::MetricsServer,
 };
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::Notify};
@@ -30,6 +31,10 @@ const HEALTH_SERVICES: &[&str] = &[
     "pizzeria.v1.EventLogService",
 ];
 
+/// The relay's own health status: SERVING while NATS is connected. Not part of the server's
+/// (`""`): commands do not need NATS, the relay publishes them once it is back.
+pub const RELAY_HEALTH: &str = "relay";
+
 /// A bound command-svc.
 #[derive(Debug)]
 pub struct App {
@@ -39,6 +44,7 @@ pub struct App {
     admission: AdmissionLayer,
     readiness: Readiness,
     appended: Arc<Notify>,
+    metrics: Option<MetricsServer>,
 }
 
 impl App {
@@ -64,6 +70,10 @@ impl App {
             config.max_in_flight_calls as usize,
             config.auth.authentication()?,
         );
+        let metrics = match config.metrics_addr.0 {
+            Some(addr) => Some(MetricsServer::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             config,
@@ -71,6 +81,7 @@ impl App {
             admission,
             readiness,
             appended: Arc::new(Notify::new()),
+            metrics,
         })
     }
 
@@ -82,6 +93,11 @@ impl App {
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served, unless switched off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight calls and returns.
@@ -103,6 +119,7 @@ impl App {
             None
         };
         // Migrate (waiting for the database as long as it takes), then admit calls and relay.
+        let relay_nats = nats.clone();
         let relay = nats.map(|nats| self.relay(nats));
         let addr = self.local_addr()?;
         let (admission, readiness) = (self.admission, self.readiness);
@@ -115,11 +132,17 @@ impl App {
             relay.map(|relay| relay.run(stop.clone())),
         );
 
+        if let Some(metrics) = self.metrics {
+            let pool = self.pool.clone();
+            let sample = Arc::new(move || shared::metrics::sample_pool(&pool, "event_store"));
+            tokio::spawn(metrics.serve(sample, stop.clone()));
+        }
         let (health, routes) = shared::grpc::base_routes().await?;
         // Ready while the event store answers. NATS is not needed to take commands: the relay
         // publishes them once it is back.
         let stop_monitor = CancellationToken::new();
         let pool = self.pool.clone();
+        let relay_enabled = self.config.relay_enabled;
         tokio::spawn(shared::health::follow(
             health.clone(),
             HEALTH_SERVICES,
@@ -127,9 +150,30 @@ impl App {
             admission.ready(),
             move || {
                 let pool = pool.clone();
-                async move { shared::health::database_problem(&pool).await }
+                async move {
+                    let problem = shared::health::database_problem(&pool).await;
+                    if problem.is_none() && relay_enabled {
+                        crate::relay::sample_lag(&pool).await;
+                    }
+                    problem
+                }
             },
         ));
+        if let Some(nats) = relay_nats {
+            tokio::spawn(shared::health::follow(
+                health.clone(),
+                &[RELAY_HEALTH],
+                stop_monitor.clone(),
+                admission.ready(),
+                move || {
+                    let connected =
+                        nats.connection_state() == async_nats::connection::State::Connected;
+                    async move {
+                        (!connected).then(|| "NATS unreachable: events wait in Postgres".to_owned())
+                    }
+                },
+            ));
+        }
         let shutdown = async move {
             shutdown.await;
             stop_monitor.cancel();

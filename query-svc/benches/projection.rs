@@ -33,7 +33,7 @@ use query_svc::{
         order_view::OrderState,
         timeline,
     },
-    projector::{apply_records, streams::Streams},
+    projector::{Delivery, apply_records, streams::Streams},
     store::MIGRATOR,
 };
 use serde::Deserialize;
@@ -51,7 +51,7 @@ use shared::{
         OrderId, OrderLine, OrderLines, PaymentMethod, PaymentReference, PizzaSize, Quantity,
     },
 };
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -314,15 +314,10 @@ async fn bench_database() -> (TestDatabase, PgPool) {
     let database = TestDatabase::create()
         .await
         .expect("this benchmark needs Postgres at DATABASE_URL");
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&database.url)
+    let pool = database
+        .migrated_pool(&MIGRATOR, 4)
         .await
-        .expect("connecting to the benchmark database");
-    MIGRATOR
-        .run(&pool)
-        .await
-        .expect("migrating the benchmark database");
+        .expect("a migrated benchmark database");
     (database, pool)
 }
 
@@ -331,7 +326,14 @@ async fn bench_database() -> (TestDatabase, PgPool) {
 /// benchmark would time less work than it claims.
 async fn apply_batch(pool: &PgPool, streams: &Streams, records: Vec<pb::EventRecord>) {
     let count = records.len();
-    let records: Vec<_> = records.into_iter().map(|r| (Some(r), 1)).collect();
+    let records: Vec<_> = records
+        .into_iter()
+        .map(|r| Delivery {
+            record: Some(r),
+            attempts: 1,
+            trace_parent: None,
+        })
+        .collect();
     let (done, _) = apply_records(pool, streams, &records, false)
         .await
         .expect("applying the batch");

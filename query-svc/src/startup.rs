@@ -1,7 +1,7 @@
 //! Builds and runs the server: `App::build` binds; `run_until_stopped` migrates (once the
 //! database answers), projects and serves until shutdown.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use async_nats::jetstream;
@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use shared::{
     admission::{AdmissionLayer, Readiness},
     connect::Background,
+    metrics::MetricsServer,
 };
 
 use crate::{
@@ -36,6 +37,7 @@ pub struct App {
     pool: PgPool,
     admission: AdmissionLayer,
     readiness: Readiness,
+    metrics: Option<MetricsServer>,
 }
 
 impl App {
@@ -61,13 +63,23 @@ impl App {
             config.max_in_flight_calls as usize,
             config.auth.authentication()?,
         );
+        let metrics = match config.metrics_addr.0 {
+            Some(addr) => Some(MetricsServer::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             config,
             pool,
             admission,
             readiness,
+            metrics,
         })
+    }
+
+    /// Where `/metrics` is served, unless switched off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
     }
 
     /// Turns true once the service has migrated its database and admits calls.
@@ -123,6 +135,11 @@ impl App {
             Some(projector.run(stop.clone())),
         );
 
+        if let Some(metrics) = self.metrics {
+            let pool = self.pool.clone();
+            let sample = Arc::new(move || shared::metrics::sample_pool(&pool, "read_models"));
+            tokio::spawn(metrics.serve(sample, stop.clone()));
+        }
         let (health, routes) = shared::grpc::base_routes().await?;
         let monitor = HealthMonitor {
             pool: self.pool.clone(),

@@ -128,3 +128,10 @@ pub async fn begin_as_tenant(
     )))
     .await
 }
+
+/// Ends a transaction that only read. It has nothing to commit, and dropping it queues a
+/// ROLLBACK that sqlx sends with the ping it makes anyway when the connection goes back to the
+/// pool: the reply does not wait for a COMMIT round trip.
+pub fn end_read_only(tx: sqlx::Transaction<'static, sqlx::Postgres>) {
+    drop(tx);
+}

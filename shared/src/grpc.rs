@@ -74,6 +74,8 @@ pub async fn serve(
     // `timeout` bounds every call; a client's shorter grpc-timeout deadline takes precedence.
     let server = tonic::transport::Server::builder()
         .timeout(request_timeout)
+        // Outermost, so refusals at the gate are traced and counted too.
+        .layer(crate::telemetry::GrpcTelemetryLayer)
         .layer(admission)
         .add_routes(routes)
         .serve_with_incoming_shutdown(

@@ -6,7 +6,8 @@
 //! - [`upcasting`]: reads older stored event shapes as the current ones.
 //! - [`envelope`]: what travels with an event (stream, version, position, metadata).
 //! - [`auth`] and [`admission`]: who may call, and which calls a server takes on.
-//! - [`telemetry`] and [`shutdown`]: process plumbing shared by both binaries.
+//! - [`telemetry`], [`trace_context`], [`metrics`], [`health`] and [`shutdown`]: process
+//!   plumbing shared by both binaries.
 
 pub mod admission;
 pub mod auth;
@@ -17,8 +18,10 @@ pub mod envelope;
 pub mod events;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod proto;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;
 pub mod upcasting;
 pub mod values;

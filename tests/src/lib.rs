@@ -14,6 +14,7 @@ use std::{
 
 pub mod invariants;
 pub mod nats;
+pub mod otlp;
 pub mod postgres;
 pub mod rig;
 pub mod stack;
@@ -26,6 +27,8 @@ use tonic::transport::Channel;
 #[derive(Debug)]
 pub struct RunningService {
     pub addr: SocketAddr,
+    /// Where the service serves Prometheus `/metrics`.
+    pub metrics_addr: SocketAddr,
     child: Child,
 }
 
@@ -62,8 +65,10 @@ impl RunningService {
         V: AsRef<std::ffi::OsStr>,
     {
         let path = binary_path(binary)?;
+        let metrics_addr = free_addr()?;
         let child = Command::new(&path)
             .env("GRPC_ADDR", addr.to_string())
+            .env("METRICS_ADDR", metrics_addr.to_string())
             .env("LOG_FORMAT", "pretty")
             // Tests name their tenant with x-tenant-id; tests/tests/auth.rs sets a key instead.
             .env("AUTH_DISABLED", "true")
@@ -71,7 +76,11 @@ impl RunningService {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))?;
-        let service = Self { addr, child };
+        let service = Self {
+            addr,
+            metrics_addr,
+            child,
+        };
         service
             .wait_until_connectable(Duration::from_secs(20))
             .await?;
@@ -92,6 +101,11 @@ impl RunningService {
             .wait_until_serving("", Duration::from_secs(30))
             .await?;
         Ok(service)
+    }
+
+    /// One scrape of `/metrics`, in the Prometheus text format.
+    pub async fn scrape_metrics(&self) -> anyhow::Result<String> {
+        scrape(self.metrics_addr).await
     }
 
     /// The process id (to read its resident memory, say).
@@ -206,6 +220,24 @@ impl TestDatabase {
         })
     }
 
+    /// A pool of `max_connections` on the database, after running `migrator` on it.
+    pub async fn migrated_pool(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        max_connections: u32,
+    ) -> anyhow::Result<sqlx::PgPool> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(&self.url)
+            .await
+            .context("connecting to the test database")?;
+        migrator
+            .run(&pool)
+            .await
+            .context("migrating the test database")?;
+        Ok(pool)
+    }
+
     /// Drops the database (forcing out leftover connections).
     pub async fn drop_database(self) -> anyhow::Result<()> {
         use sqlx::Connection;
@@ -280,4 +312,51 @@ pub fn signal(pid: u32, name: &str) {
 /// A free local address (bound and released at once).
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `GET /metrics` over plain HTTP/1.0 (the response ends when the connection closes).
+pub async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("metrics endpoint {addr}"))?;
+    connection
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    connection.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of HTTP headers")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("metrics endpoint answered {head:?}");
+    }
+    Ok(body.to_owned())
+}
+
+/// The value of the sample of `name` with exactly `labels` (in any order) in a scrape, or 0
+/// when there is none (a counter never incremented is not exported).
+pub fn metric_value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, mut found) = match series.split_once('{') {
+                Some((metric, rest)) => (
+                    metric,
+                    rest.trim_end_matches('}')
+                        .split(',')
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
+                None => (series, Vec::new()),
+            };
+            found.sort();
+            (metric == name && found == wanted).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
 }

@@ -96,6 +96,33 @@ impl Stack {
         ))
     }
 
+    /// One scrape of command-svc's `/metrics` (local only: a remote stack's metrics port is
+    /// its operator's business).
+    pub async fn scrape_command_svc(&self) -> anyhow::Result<String> {
+        let local = self
+            .local
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("not local"))?;
+        let service = local
+            .command_svc
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("stopped"))?;
+        service.scrape_metrics().await
+    }
+
+    /// One scrape of query-svc's `/metrics` (local only).
+    pub async fn scrape_query_svc(&self) -> anyhow::Result<String> {
+        let local = self
+            .local
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("not local"))?;
+        let service = local
+            .query_svc
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("stopped"))?;
+        service.scrape_metrics().await
+    }
+
     pub async fn commands(&self) -> anyhow::Result<CommandServiceClient<Channel>> {
         Ok(CommandServiceClient::new(connect(&self.command_url).await?))
     }

@@ -53,6 +53,8 @@ impl CommandApi {
             metadata: EventMetadata {
                 command_id: converted.options.command_id.map(|c| c.as_uuid()),
                 actor: Some("anonymous".into()),
+                // The call's span: the relay's publish span and the projection continue it.
+                traceparent: shared::trace_context::current_call().map(|t| t.to_string()),
                 ..EventMetadata::default()
             },
         };

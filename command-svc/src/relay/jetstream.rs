@@ -13,7 +13,11 @@ use async_nats::{
     },
 };
 use prost::Message as _;
-use shared::envelope::{event_subject, headers};
+use shared::{
+    envelope::{event_subject, headers},
+    trace_context::{self, TRACEPARENT, TraceParent},
+};
+use tracing::Instrument as _;
 
 use super::RelayError;
 use crate::store::{LogCursor, StoredEvent, Xid8};
@@ -141,12 +145,28 @@ impl Publisher {
                 &event.aggregate_type,
                 event.aggregate_id,
             );
+            // One span per event, from send to acknowledgement, in the trace of the call that
+            // appended it; the projector continues it from the message's header.
+            let span = tracing::info_span!(
+                "relay.publish",
+                otel.name = "relay publish",
+                otel.kind = "producer",
+                stream = event.stream_id.as_str(),
+                version = event.stream_version,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            let appended_in =
+                TraceParent::from_header(event.metadata.get(TRACEPARENT).and_then(|v| v.as_str()));
+            let context = trace_context::start_span(&span, appended_in);
+            let mut headers = event_headers(event);
+            headers.insert(TRACEPARENT, context.to_string());
             let message = PublishMessage::build()
-                .headers(event_headers(event))
+                .headers(headers)
                 .expected_last_sequence(expected)
                 .payload(event.clone().into_record().encode_to_vec().into());
             match self.jetstream.send_publish(subject, message).await {
-                Ok(ack) => pending.push(ack),
+                Ok(ack) => pending.push((ack, span)),
                 // Nothing after a failed send may go out; await what was sent, then report.
                 Err(error) => {
                     drain(pending, batch, cursor, last_sequence, timeout).await;
@@ -167,7 +187,7 @@ impl Publisher {
 /// dropped unawaited: each expects the sequence before it, so a late one can only ever land
 /// right after its predecessor, and the resync reads where the stream really ends.
 async fn drain(
-    pending: Vec<jetstream::context::PublishAckFuture>,
+    pending: Vec<(jetstream::context::PublishAckFuture, tracing::Span)>,
     batch: &[StoredEvent],
     cursor: &mut LogCursor,
     last_sequence: &mut u64,
@@ -175,11 +195,12 @@ async fn drain(
 ) -> Option<RelayError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut first_error = None;
-    for (event, ack) in batch.iter().zip(pending) {
+    for (event, (ack, span)) in batch.iter().zip(pending) {
         if first_error.is_some() {
             break;
         }
-        let ack = match tokio::time::timeout_at(deadline, ack.into_future()).await {
+        let acknowledged = tokio::time::timeout_at(deadline, ack.into_future()).instrument(span);
+        let ack = match acknowledged.await {
             Ok(ack) => ack,
             Err(_) => Err(PublishErrorKind::TimedOut.into()),
         };

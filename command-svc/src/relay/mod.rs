@@ -108,6 +108,7 @@ impl Relay {
             match self.lead(&mut lock, &stop, &mut backoff).await {
                 Ok(()) => break,
                 Err(error) => {
+                    metrics::counter!("pizzeria_relay_errors_total").increment(1);
                     tracing::warn!(%error, retry_in = ?backoff, "relay interrupted; will resync from NATS");
                 }
             }
@@ -207,6 +208,9 @@ impl Relay {
                 .publisher
                 .publish_batch(&batch, &mut cursor, &mut last_sequence)
                 .await;
+            let published = batch.iter().take_while(|e| e.cursor() <= cursor).count();
+            metrics::counter!("pizzeria_relay_published_total").increment(published as u64);
+            metrics::histogram!("pizzeria_relay_batch_size").record(batch.len() as f64);
             save_checkpoint(lock, cursor).await?;
             outcome?;
             tracing::debug!(
@@ -221,6 +225,38 @@ impl Relay {
         }
     }
 }
+
+/// Sets `pizzeria_relay_lag_events` and `pizzeria_relay_lag_seconds`: the committed events
+/// after the relay's last published one (as `relay_state` records it) in commit order, and the
+/// age of the oldest of them. Counting stops at [`LAG_COUNT_LIMIT`], so a huge backlog costs
+/// one bounded index scan every health check.
+pub async fn sample_lag(pool: &PgPool) {
+    let lag: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
+        "WITH published AS (
+             SELECT coalesce((SELECT last_transaction_id FROM relay_state WHERE id = 1),
+                             '0'::xid8) AS transaction_id,
+                    coalesce((SELECT last_position FROM relay_state WHERE id = 1), 0) AS position),
+         backlog AS (
+             SELECT e.recorded_at FROM events e, published p
+             WHERE (e.transaction_id, e.global_position) > (p.transaction_id, p.position)
+             ORDER BY e.transaction_id, e.global_position
+             LIMIT $1)
+         SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8 FROM backlog",
+    )
+    .bind(LAG_COUNT_LIMIT)
+    .fetch_one(pool)
+    .await;
+    match lag {
+        Ok((events, seconds)) => {
+            metrics::gauge!("pizzeria_relay_lag_events").set(events as f64);
+            metrics::gauge!("pizzeria_relay_lag_seconds").set(seconds.unwrap_or(0.0).max(0.0));
+        }
+        Err(error) => tracing::debug!(%error, "relay lag not measured"),
+    }
+}
+
+/// Where [`sample_lag`] stops counting.
+const LAG_COUNT_LIMIT: i64 = 100_000;
 
 /// Whether the event at `cursor` is in the database.
 async fn event_exists(

@@ -2,10 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use shared::{envelope::EventMetadata, events::EncodedEvent};
-// Formatted SQL below only splices in the constant EVENT_COLUMNS; every value is a bind parameter.
-use shared::connect::begin_as_tenant;
-use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, Transaction};
+use shared::{
+    connect::{begin_as_tenant, end_read_only},
+    envelope::EventMetadata,
+    events::EncodedEvent,
+};
+// Formatted SQL below only splices in constants (EVENT_COLUMNS, the claim statements); every
+// value is a bind parameter.
+use sqlx::{AssertSqlSafe, FromRow, PgExecutor, PgPool, Postgres, Row, Transaction};
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// A storage failure. Domain refusals never come from here.
@@ -150,6 +155,17 @@ pub struct Snapshot {
     pub state: Value,
 }
 
+/// What [`Session::load`] read in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The stored reply, when the command id given already ran.
+    pub processed: Option<ProcessedCommand>,
+    /// The newest snapshot of the state schema asked for.
+    pub snapshot: Option<Snapshot>,
+    /// The events after the snapshot (from version 1 without one), oldest first, at most a page.
+    pub events: Vec<StoredEvent>,
+}
+
 /// The Postgres event store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventStore {
@@ -222,7 +238,7 @@ impl EventStore {
     ) -> Result<Option<ProcessedCommand>, StoreError> {
         let mut session = self.session(tenant_id).await?;
         let command = session.processed_command(command_id).await?;
-        session.commit().await?;
+        session.end_read_only();
         Ok(command)
     }
 
@@ -239,7 +255,7 @@ impl EventStore {
         let mut session = self.session(tenant_id).await?;
         let version = session.stream_version(stream_id).await?;
         let events = session.read_stream(stream_id, from_version, limit).await?;
-        session.commit().await?;
+        session.end_read_only();
         Ok((version, events))
     }
 
@@ -264,7 +280,7 @@ impl EventStore {
         let snapshot = session
             .load_snapshot(stream_id, state_schema_version)
             .await?;
-        session.commit().await?;
+        session.end_read_only();
         Ok(snapshot)
     }
 
@@ -324,65 +340,67 @@ impl Session {
         Ok(self.tx.commit().await?)
     }
 
-    /// Writes `append.events` after checking the stream is at `append.expected_version`; the
-    /// version check is the first write, so a concurrent writer is detected before anything
-    /// else is written.
+    /// Ends a session that only read, without waiting for a round trip (see
+    /// [`end_read_only`]).
+    pub fn end_read_only(self) {
+        end_read_only(self.tx);
+    }
+
+    /// Writes `append.events` after checking the stream is at `append.expected_version`, in one
+    /// statement (one round trip): claim the stream's next versions, insert the events, record
+    /// the command id. Both inserts read the claim's row, so nothing is written when the claim
+    /// fails, and the claim is the transaction's first write: it assigns the xid, so a later
+    /// writer of the same stream always has a larger one (the relay's commit order relies on it).
     #[tracing::instrument(skip_all, fields(stream = append.stream_id, expected = append.expected_version, n = append.events.len()), err)]
     pub async fn append(&mut self, append: &Append<'_>) -> Result<Appended, StoreError> {
         let count = u64::try_from(append.events.len()).unwrap_or(u64::MAX);
         let new_version = append.expected_version.saturating_add(count);
-
-        // First write: claim the next versions of the stream, or learn that someone else did.
-        let claimed = if append.expected_version == 0 {
-            sqlx::query(
-                "INSERT INTO streams (tenant_id, stream_id, aggregate_type, version)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(append.tenant_id)
-            .bind(append.stream_id)
-            .bind(append.aggregate_type)
-            .bind(to_i64(new_version))
-            .execute(&mut *self.tx)
-            .await?
+        let statement = if append.expected_version == 0 {
+            &*APPEND_TO_NEW_STREAM
         } else {
-            sqlx::query(
-                "UPDATE streams SET version = $4
-                 WHERE tenant_id = $1 AND stream_id = $2 AND version = $3",
-            )
-            .bind(append.tenant_id)
-            .bind(append.stream_id)
-            .bind(to_i64(append.expected_version))
-            .bind(to_i64(new_version))
-            .execute(&mut *self.tx)
-            .await?
+            &*APPEND_TO_STREAM
         };
-        if claimed.rows_affected() == 0 {
+
+        let metadata = serde_json::to_value(append.metadata).unwrap_or(Value::Null);
+        let mut versions = Vec::with_capacity(append.events.len());
+        let mut ids = Vec::with_capacity(append.events.len());
+        let mut types = Vec::with_capacity(append.events.len());
+        let mut schema_versions = Vec::with_capacity(append.events.len());
+        let mut payloads = Vec::with_capacity(append.events.len());
+        for (offset, event) in (1u64..).zip(append.events) {
+            versions.push(to_i64(append.expected_version.saturating_add(offset)));
+            ids.push(Uuid::now_v7());
+            types.push(event.event_type);
+            schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+            payloads.push(event.payload.clone());
+        }
+        let (claimed, position, recorded): (bool, Option<i64>, bool) =
+            sqlx::query_as(AssertSqlSafe(statement.as_str()))
+                .bind(append.tenant_id)
+                .bind(append.stream_id)
+                .bind(append.aggregate_type)
+                .bind(append.aggregate_id)
+                .bind(to_i64(append.expected_version))
+                .bind(to_i64(new_version))
+                .bind(&versions)
+                .bind(&ids)
+                .bind(&types)
+                .bind(&schema_versions)
+                .bind(&payloads)
+                .bind(&metadata)
+                .bind(append.command.map(|c| c.command_id))
+                .bind(append.command.map(|c| c.rpc))
+                .bind(append.command.map(|c| c.request))
+                .bind(i32::try_from(count).unwrap_or(i32::MAX))
+                .fetch_one(&mut *self.tx)
+                .await?;
+        if !claimed {
             // Read committed: this statement sees the write that beat ours.
             let actual = self.stream_version(append.stream_id).await?;
             return Ok(Appended::Conflict { actual });
         }
-
-        let position = insert_events(&mut self.tx, append).await?;
-
         if let Some(command) = append.command {
-            let inserted = sqlx::query(
-                "INSERT INTO processed_commands (tenant_id, command_id, rpc, request,
-                     aggregate_type, aggregate_id, stream_version, global_position, events_appended)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (tenant_id, command_id) DO NOTHING",
-            )
-            .bind(append.tenant_id)
-            .bind(command.command_id)
-            .bind(command.rpc)
-            .bind(command.request)
-            .bind(append.aggregate_type)
-            .bind(append.aggregate_id)
-            .bind(to_i64(new_version))
-            .bind(position)
-            .bind(i32::try_from(count).unwrap_or(i32::MAX))
-            .execute(&mut *self.tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
+            if !recorded {
                 // The same command id committed concurrently (e.g. on another stream, because a
                 // retried PlaceOrder without an order id drew a new id).
                 return Ok(Appended::CommandAlreadyRecorded(command.command_id));
@@ -390,8 +408,57 @@ impl Session {
         }
         Ok(Appended::Committable {
             version: new_version,
-            position,
+            position: position.unwrap_or(0),
         })
+    }
+
+    /// Everything a command reads, in one statement (one round trip): the stored reply of
+    /// `command_id` if it ran before, the newest snapshot of `state_schema_version`, and up to
+    /// `limit` events after it. Returns one row per event; the reply and the snapshot ride on
+    /// the first row only (a LEFT JOIN keeps that row when there are no events).
+    pub async fn load(
+        &mut self,
+        stream_id: &str,
+        state_schema_version: u32,
+        command_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Loaded, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(LOAD.as_str()))
+            .bind(self.tenant_id)
+            .bind(stream_id)
+            .bind(i32::try_from(state_schema_version).unwrap_or(i32::MAX))
+            .bind(command_id)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut loaded = Loaded::default();
+        for row in &rows {
+            if loaded.processed.is_none() {
+                if let Some(rpc) = row.try_get::<Option<String>, _>("done_rpc")? {
+                    loaded.processed = Some(ProcessedCommand {
+                        rpc,
+                        request: row.try_get("done_request")?,
+                        aggregate_type: row.try_get("done_aggregate_type")?,
+                        aggregate_id: row.try_get("done_aggregate_id")?,
+                        stream_version: row.try_get("done_stream_version")?,
+                        global_position: row.try_get("done_global_position")?,
+                        events_appended: row.try_get("done_events_appended")?,
+                    });
+                }
+            }
+            if loaded.snapshot.is_none() {
+                if let Some(state) = row.try_get::<Option<Value>, _>("snapshot_state")? {
+                    loaded.snapshot = Some(Snapshot {
+                        stream_version: row.try_get("snapshot_version")?,
+                        state,
+                    });
+                }
+            }
+            if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
+                loaded.events.push(StoredEvent::from_row(row)?);
+            }
+        }
+        Ok(loaded)
     }
 
     /// The stored reply of `command_id`, if it ran before.
@@ -501,44 +568,82 @@ pub async fn read_all_on<'e>(
     .await?)
 }
 
-/// Inserts the events with consecutive versions in one statement; returns the last position.
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    append: &Append<'_>,
-) -> Result<i64, StoreError> {
-    let metadata = serde_json::to_value(append.metadata).unwrap_or(Value::Null);
-    let mut versions = Vec::with_capacity(append.events.len());
-    let mut ids = Vec::with_capacity(append.events.len());
-    let mut types = Vec::with_capacity(append.events.len());
-    let mut schema_versions = Vec::with_capacity(append.events.len());
-    let mut payloads = Vec::with_capacity(append.events.len());
-    for (offset, event) in (1u64..).zip(append.events) {
-        versions.push(to_i64(append.expected_version.saturating_add(offset)));
-        ids.push(Uuid::now_v7());
-        types.push(event.event_type);
-        schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-        payloads.push(event.payload.clone());
-    }
-    let positions: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
-                             event_id, event_type, schema_version, payload, metadata)
-         SELECT $1, $2, $3, $4, v, id, t, s, p, $10
-         FROM unnest($5::bigint[], $6::uuid[], $7::text[], $8::int[], $9::jsonb[])
-              AS e(v, id, t, s, p)
-         ORDER BY v
-         RETURNING global_position",
+/// [`Session::append`]'s statement for a stream at version $5 > 0.
+static APPEND_TO_STREAM: LazyLock<String> = LazyLock::new(|| {
+    append_statement(
+        "UPDATE streams SET version = $6
+         WHERE tenant_id = $1 AND stream_id = $2 AND version = $5
+         RETURNING 1",
     )
-    .bind(append.tenant_id)
-    .bind(append.stream_id)
-    .bind(append.aggregate_type)
-    .bind(append.aggregate_id)
-    .bind(&versions)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&schema_versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(positions.into_iter().max().unwrap_or(0))
+});
+
+/// [`Session::append`]'s statement for a new stream ($5 = 0).
+static APPEND_TO_NEW_STREAM: LazyLock<String> = LazyLock::new(|| {
+    append_statement(
+        "INSERT INTO streams (tenant_id, stream_id, aggregate_type, version)
+         VALUES ($1, $2, $3, $6) ON CONFLICT DO NOTHING
+         RETURNING 1",
+    )
+});
+
+/// The append around `claim`, a write that returns one row when the stream was at the expected
+/// version and none otherwise. $7..$11 are the events' columns as arrays, $12 their metadata,
+/// $13..$15 the command record (NULL without a command id), $16 the number of events.
+fn append_statement(claim: &str) -> String {
+    format!(
+        "WITH claimed AS ({claim}),
+         inserted AS (
+             INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id,
+                                 stream_version, event_id, event_type, schema_version, payload,
+                                 metadata)
+             SELECT $1, $2, $3, $4, v, id, t, s, p, $12
+             FROM claimed, unnest($7::bigint[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[])
+                  AS e(v, id, t, s, p)
+             ORDER BY v
+             RETURNING global_position),
+         recorded AS (
+             INSERT INTO processed_commands (tenant_id, command_id, rpc, request, aggregate_type,
+                 aggregate_id, stream_version, global_position, events_appended)
+             SELECT $1, $13::uuid, $14::text, $15::bytea, $3, $4, $6,
+                    coalesce((SELECT max(global_position) FROM inserted), 0), $16
+             FROM claimed WHERE $13::uuid IS NOT NULL
+             ON CONFLICT (tenant_id, command_id) DO NOTHING
+             RETURNING 1)
+         SELECT EXISTS (SELECT FROM claimed),
+                (SELECT max(global_position) FROM inserted),
+                EXISTS (SELECT FROM recorded)"
+    )
 }
+
+/// [`Session::load`]'s statement: $1 tenant, $2 stream, $3 state schema, $4 command id (or
+/// NULL), $5 page size.
+static LOAD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH snapshot AS (
+             SELECT stream_version, state FROM snapshots
+             WHERE tenant_id = $1 AND stream_id = $2 AND state_schema_version = $3),
+         done AS (
+             SELECT * FROM processed_commands WHERE tenant_id = $1 AND command_id = $4),
+         tail AS (
+             SELECT {EVENT_COLUMNS}, row_number() OVER (ORDER BY stream_version) AS n FROM events
+             WHERE tenant_id = $1 AND stream_id = $2
+               AND stream_version > coalesce((SELECT stream_version FROM snapshot), 0)
+             ORDER BY stream_version LIMIT $5)
+         SELECT tail.*,
+                CASE WHEN first THEN snapshot.stream_version END AS snapshot_version,
+                CASE WHEN first THEN snapshot.state END AS snapshot_state,
+                CASE WHEN first THEN done.rpc END AS done_rpc,
+                CASE WHEN first THEN done.request END AS done_request,
+                done.aggregate_type AS done_aggregate_type,
+                done.aggregate_id AS done_aggregate_id,
+                done.stream_version AS done_stream_version,
+                done.global_position AS done_global_position,
+                done.events_appended AS done_events_appended
+         FROM (SELECT) AS one
+         LEFT JOIN tail ON true
+         LEFT JOIN snapshot ON true
+         LEFT JOIN done ON true
+         CROSS JOIN LATERAL (SELECT coalesce(tail.n, 1) = 1 AS first) AS f
+         ORDER BY tail.stream_version"
+    )
+});

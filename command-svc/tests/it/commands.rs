@@ -84,6 +84,37 @@ async fn without_expected_version_concurrent_commands_all_land_gaplessly(pool: P
     assert_eq!(versions(&app.pool, &order_stream()).await, expected);
 }
 
+/// Retries racing each other (a client that timed out and resent, several times): exactly one
+/// appends, every other gets the same reply back as a replay.
+#[sqlx::test(migrations = "./migrations")]
+async fn concurrent_retries_of_one_command_id_append_once(pool: PgPool) {
+    let mut app = spawn(pool).await;
+    app.client
+        .register_customer(register_request())
+        .await
+        .unwrap();
+    let before = event_count(&app.pool).await;
+    let command_id = "0190b8f6-aaaa-7000-8000-00000000000b";
+    let calls = (0..20).map(|_| {
+        let mut client = app.client.clone();
+        async move { client.place_order(place_request(command_id)).await }
+    });
+    let replies: Vec<pb::CommandReply> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every retry gets the reply").into_inner())
+        .collect();
+    assert_eq!(replies.iter().filter(|r| !r.replayed).count(), 1);
+    for reply in &replies {
+        assert_eq!(
+            (reply.version, reply.position),
+            (replies[0].version, replies[0].position)
+        );
+    }
+    assert_eq!(event_count(&app.pool).await, before + 1);
+    assert_eq!(versions(&app.pool, &order_stream()).await, vec![1]);
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn a_retried_command_returns_the_original_reply_and_appends_nothing(pool: PgPool) {
     let mut app = spawn(pool).await;

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 /// A running command-svc; stopped when dropped.
 pub struct TestApp {
     pub client: CommandServiceClient<Channel>,
+    pub channel: Channel,
     pub pool: PgPool,
     stop: CancellationToken,
 }
@@ -49,6 +50,8 @@ async fn spawn_args(pool: PgPool, flags: &[&str]) -> TestApp {
         "command-svc",
         "--grpc-addr",
         "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
         "--log-format",
         "pretty",
         // Authentication has its own tests (tests/tests/auth.rs); these name the tenant by header.
@@ -70,7 +73,8 @@ async fn spawn_args(pool: PgPool, flags: &[&str]) -> TestApp {
         .await
         .expect("server reachable");
     TestApp {
-        client: CommandServiceClient::new(channel),
+        client: CommandServiceClient::new(channel.clone()),
+        channel,
         pool,
         stop,
     }

@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
+use command_svc::startup::RELAY_HEALTH;
 use e2e::nats::{PrivateNats, TestStream};
 use shared::proto::v1 as pb;
 use sqlx::PgPool;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::helpers::{
     ORDER_ID, TestApp, assert_relayed, begin_slow_append, event_count, placed_order,
@@ -130,16 +134,45 @@ async fn commands_succeed_while_nats_is_down_and_are_published_after_it_restarts
     let mut app = spawn_with_relay(pool.clone(), &stream, &["--relay-publish-timeout", "1s"]).await;
     placed_order(&mut app).await;
     assert_relayed(&pool, &stream).await;
+    // The relay connects to NATS in the background and health is sampled every 2 s, so the
+    // first sample may predate the connection: wait for it rather than read it once.
+    wait_for_health(&app, RELAY_HEALTH, ServingStatus::Serving).await;
 
     nats.kill();
-    // The command path does not depend on NATS.
+    // The command path does not depend on NATS, and the server stays SERVING; only the
+    // relay's own status says it cannot publish.
     tokio::time::timeout(Duration::from_secs(5), place_orders(&mut app, 5))
         .await
         .expect("commands are not blocked by a NATS outage");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_health(&app, RELAY_HEALTH, ServingStatus::NotServing).await;
+    assert_eq!(health(&app, "").await, ServingStatus::Serving);
     nats.restart().unwrap();
 
     assert_eq!(assert_relayed(&pool, &stream).await.len(), 7);
+    wait_for_health(&app, RELAY_HEALTH, ServingStatus::Serving).await;
+}
+
+async fn health(app: &TestApp, service: &str) -> ServingStatus {
+    let reply = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    ServingStatus::try_from(reply.status).expect("a known status")
+}
+
+/// Health is checked every 2 s: waits up to 10 s for `service` to report `status`.
+async fn wait_for_health(app: &TestApp, service: &str, status: ServingStatus) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health(app, service).await != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{service:?} never became {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[sqlx::test(migrations = "./migrations")]

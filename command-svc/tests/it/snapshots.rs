@@ -1,4 +1,5 @@
-//! Snapshot + tail equals a full replay, and snapshots of another schema are ignored.
+//! Snapshot + tail equals a full replay; snapshots of another schema, or unreadable ones, are
+//! ignored; long streams load page by page.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,11 +10,11 @@ use command_svc::{
         Aggregate,
         customer::{Customer, CustomerCommand},
     },
-    store::EventStore,
+    store::{Append, EventStore},
 };
 use shared::{
-    envelope::EventMetadata,
-    events::{CustomerEvent, DomainEvent},
+    envelope::{EventMetadata, stream_id},
+    events::{CustomerEvent, CustomerRegistered, CustomerRenamed, DomainEvent},
     values::{CustomerId, CustomerName, Email, TenantId},
 };
 use sqlx::PgPool;
@@ -105,4 +106,65 @@ async fn snapshot_plus_tail_equals_full_replay(pool: PgPool) {
         .unwrap();
     assert_eq!(version, 350);
     assert_eq!(reloaded, full_replay(&pool).await);
+}
+
+/// A stream longer than a load page, then an unreadable snapshot of the current schema: both
+/// load to the full replay (the page loop, and the fallback that rereads from version 1).
+#[sqlx::test(migrations = "./migrations")]
+async fn a_long_stream_loads_in_pages_and_an_unreadable_snapshot_is_a_cache_miss(pool: PgPool) {
+    let store = EventStore::new(pool.clone());
+    let handler = CommandHandler::new(store.clone(), 1_000_000, Arc::new(Notify::new()));
+    let id = CustomerId::generate();
+    let mut events = vec![CustomerEvent::Registered(CustomerRegistered {
+        customer_id: id,
+        name: CustomerName::parse("Name 0").unwrap(),
+        email: Email::parse("a@example.com").unwrap(),
+        registered_at: Utc::now(),
+    })];
+    // 2,500 events: two full pages of 1,000 and a short one.
+    events.extend((1..2_500).map(|i| {
+        CustomerEvent::Renamed(CustomerRenamed {
+            name: CustomerName::parse(&format!("Name {i}")).unwrap(),
+            renamed_at: Utc::now(),
+        })
+    }));
+    let encoded: Vec<_> = events.iter().map(DomainEvent::encode).collect();
+    let stream = stream_id(Customer::TYPE, id.into());
+    store
+        .append(&Append {
+            tenant_id: ctx().tenant.as_uuid(),
+            aggregate_type: Customer::TYPE,
+            aggregate_id: id.into(),
+            stream_id: &stream,
+            expected_version: 0,
+            events: &encoded,
+            metadata: &EventMetadata::default(),
+            command: None,
+        })
+        .await
+        .unwrap();
+    let (loaded, version) = handler
+        .load::<Customer>(ctx().tenant, id.into())
+        .await
+        .unwrap();
+    assert_eq!(version, 2_500);
+    assert_eq!(loaded, Customer::replay(&events));
+    assert_eq!(loaded.profile.unwrap().name.as_str(), "Name 2499");
+
+    sqlx::query(
+        "INSERT INTO snapshots (tenant_id, stream_id, state_schema_version, stream_version, state)
+         VALUES ($1, $2, $3, 2000, '\"not a customer\"')",
+    )
+    .bind(ctx().tenant.as_uuid())
+    .bind(&stream)
+    .bind(i32::try_from(Customer::STATE_SCHEMA_VERSION).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (reloaded, version) = handler
+        .load::<Customer>(ctx().tenant, id.into())
+        .await
+        .unwrap();
+    assert_eq!(version, 2_500);
+    assert_eq!(reloaded, Customer::replay(&events));
 }

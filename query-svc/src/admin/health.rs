@@ -31,25 +31,44 @@ pub struct HealthMonitor {
 }
 
 impl HealthMonitor {
-    /// Why the service should not take traffic now, or None if it should.
+    /// Why the service should not take traffic now, or None if it should. Measures the lag
+    /// first, whatever else is wrong, so the lag gauges never freeze at a stale value: they
+    /// read NaN (no data) while the lag cannot be measured.
     pub async fn problem(&self) -> Option<String> {
+        let nats_connected =
+            self.nats.connection_state() == async_nats::connection::State::Connected;
+        let measured = if nats_connected {
+            tokio::time::timeout(CHECK_INTERVAL, self.lag.measure())
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|lag| lag.map_err(|error| error.to_string()))
+        } else {
+            Err("NATS unreachable".to_owned())
+        };
+        let (events, seconds, head) = match &measured {
+            Ok(lag) => (lag.events as f64, lag.seconds, lag.head_position as f64),
+            Err(_) => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        metrics::gauge!("pizzeria_projection_lag_events").set(events);
+        metrics::gauge!("pizzeria_projection_lag_seconds").set(seconds);
+        metrics::gauge!("pizzeria_log_head_position").set(head);
+
         if let Some(problem) = shared::health::database_problem(&self.pool).await {
             return Some(format!("read {problem}"));
         }
-        if self.nats.connection_state() != async_nats::connection::State::Connected {
+        if !nats_connected {
             return Some("NATS unreachable".into());
         }
         if !*self.consuming.borrow() {
             return Some("projector not consuming".into());
         }
-        match tokio::time::timeout(CHECK_INTERVAL, self.lag.measure()).await {
-            Ok(Ok(lag)) if lag.seconds > self.max_lag.as_secs_f64() => Some(format!(
+        match measured {
+            Ok(lag) if lag.seconds > self.max_lag.as_secs_f64() => Some(format!(
                 "projection lag {:.1}s exceeds {:?} ({} events behind)",
                 lag.seconds, self.max_lag, lag.events
             )),
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => Some(format!("cannot measure projection lag: {error}")),
-            Err(_) => Some("cannot measure projection lag: timed out".into()),
+            Ok(_) => None,
+            Err(error) => Some(format!("cannot measure projection lag: {error}")),
         }
     }
 

@@ -64,6 +64,7 @@ impl QueryApi {
             d.min(self.max_consistency_wait)
         });
         let mut applied = self.applied.clone();
+        let started = std::time::Instant::now();
         let waited = tokio::time::timeout(wait, async {
             loop {
                 applied.borrow_and_update();
@@ -76,6 +77,13 @@ impl QueryApi {
             }
         })
         .await;
+        let outcome = if matches!(waited, Ok(Ok(()))) {
+            "reached"
+        } else {
+            "not_reached"
+        };
+        metrics::histogram!("pizzeria_read_your_writes_wait_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         match waited {
             Ok(result) => result,
             Err(_) => {

@@ -12,10 +12,14 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::{FutureExt as _, StreamExt as _};
 use prost::Message as _;
-use shared::proto::v1 as pb;
+use shared::{
+    proto::v1 as pb,
+    trace_context::{self, TRACEPARENT, TraceParent},
+};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{
     projection::event::stream_key,
@@ -210,23 +214,44 @@ impl Projector {
                 }
             })
             .collect();
-        let records: Vec<(Option<pb::EventRecord>, i64)> = records
+        let deliveries: Vec<Delivery> = records
             .into_iter()
             .zip(batch)
-            .map(|(record, message)| (record, message.info().map_or(1, |info| info.delivered)))
+            .map(|(record, message)| Delivery {
+                record,
+                attempts: message.info().map_or(1, |info| info.delivered),
+                trace_parent: TraceParent::from_header(
+                    message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(TRACEPARENT))
+                        .map(|v| v.as_str()),
+                ),
+            })
             .collect();
-        apply_records(&self.pool, &self.streams, &records, careful).await
+        apply_records(&self.pool, &self.streams, &deliveries, careful).await
     }
 }
 
-/// Applies `records` (each with its delivery count; None for a message that is not an event)
-/// in one transaction: the serving lock, the streams' versions read in one query, each record
-/// through [`Streams::apply`], the bookkeeping written once. Returns how many records are done
-/// (the rest are to be redelivered) and the order views that changed.
+/// One message to project.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Its event; None for a message that is not one.
+    pub record: Option<pb::EventRecord>,
+    /// How many times JetStream has delivered it.
+    pub attempts: i64,
+    /// The relay's publish span (the message's `traceparent` header), continued here.
+    pub trace_parent: Option<TraceParent>,
+}
+
+/// Applies `records` in one transaction: the serving lock, the streams' versions read in one
+/// query, each record through [`Streams::apply`] (in a span continuing its trace), the
+/// bookkeeping written once. Returns how many records are done (the rest are to be
+/// redelivered) and the order views that changed.
 pub async fn apply_records(
     pool: &PgPool,
     streams: &Streams,
-    records: &[(Option<pb::EventRecord>, i64)],
+    records: &[Delivery],
     careful: bool,
 ) -> Result<(usize, Vec<OrderChanged>), Transient> {
     let mut tx = pool.begin().await?;
@@ -234,28 +259,63 @@ pub async fn apply_records(
     let mut bookkeeping = Batch::new(careful);
     let keys: Vec<StreamKey> = records
         .iter()
-        .filter_map(|(record, _)| record.as_ref().and_then(stream_key))
+        .filter_map(|delivery| delivery.record.as_ref().and_then(stream_key))
         .map(|(tenant, stream, _)| (tenant, stream))
         .collect();
     bookkeeping.prefetch(&mut tx, &keys).await?;
     let mut changes = Vec::new();
-    let mut done = 0;
-    for (record, attempts) in records {
-        let Some(record) = record else {
+    let (mut done, mut applied, mut checkpoint) = (0, 0u64, 0u64);
+    for delivery in records {
+        let Some(record) = &delivery.record else {
             done += 1;
             continue;
         };
+        let span = tracing::info_span!(
+            "projection.apply",
+            otel.name = "project event",
+            otel.kind = "consumer",
+            event_type = record.event_type.as_str(),
+            stream = record.stream_id.as_str(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        // Messages from a relay that sent no header still carry the appending call's context.
+        let parent = delivery.trace_parent.or_else(|| {
+            TraceParent::from_header(record.metadata.as_ref().map(|m| m.traceparent.as_str()))
+        });
+        trace_context::start_span(&span, parent);
         match streams
-            .apply(&mut tx, &mut bookkeeping, record, *attempts, MAX_ATTEMPTS)
+            .apply(
+                &mut tx,
+                &mut bookkeeping,
+                record,
+                delivery.attempts,
+                MAX_ATTEMPTS,
+            )
+            .instrument(span)
             .await?
         {
-            Step::Applied(change) => changes.extend(change.map(|c| *c)),
+            Step::Applied(change) => {
+                changes.extend(change.map(|c| *c));
+                applied += 1;
+            }
             Step::Skipped => {}
             Step::RetryLater => break,
         }
+        checkpoint = checkpoint.max(record.global_position);
         done += 1;
     }
     bookkeeping.flush(&mut tx).await?;
     tx.commit().await?;
+    // Counted once committed, so a batch tried twice (fast, then carefully) counts once.
+    metrics::counter!("pizzeria_projection_events_applied_total").increment(applied);
+    metrics::counter!("pizzeria_projection_dead_letters_total")
+        .increment(bookkeeping.dead_lettered);
+    metrics::counter!("pizzeria_projection_events_skipped_total")
+        .increment(u64::try_from(done).unwrap_or(0).saturating_sub(applied));
+    metrics::histogram!("pizzeria_projection_batch_size").record(records.len() as f64);
+    if checkpoint > 0 {
+        metrics::gauge!("pizzeria_projection_checkpoint_position").set(checkpoint as f64);
+    }
     Ok((done, changes))
 }

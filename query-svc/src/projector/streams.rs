@@ -106,6 +106,7 @@ impl Streams {
             Ok(change) => Ok(Step::Applied(change.map(Box::new))),
             Err(error) if attempts >= max_attempts => {
                 dead_letter(conn, record, &error, attempts).await?;
+                batch.dead_lettered += 1;
                 Ok(Step::Skipped)
             }
             Err(error) => {
@@ -159,6 +160,7 @@ impl Streams {
             for event in &response.events {
                 if let Err(error) = apply_one(conn, batch, event).await? {
                     dead_letter(conn, event, &error, 1).await?;
+                    batch.dead_lettered += 1;
                     return Ok(false);
                 }
                 last += 1;

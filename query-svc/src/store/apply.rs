@@ -69,6 +69,8 @@ pub struct Batch {
     positions: Vec<i64>,
     /// The last event applied: the projector's checkpoint.
     checkpoint: Option<(i64, i64, chrono::DateTime<chrono::Utc>)>,
+    /// Events dead-lettered in this transaction (counted in metrics once it commits).
+    pub dead_lettered: u64,
 }
 
 /// A stream of one tenant.
@@ -273,47 +275,16 @@ async fn apply_order(
         }
     };
     let state_json = json(&after)?;
-    sqlx::query(
-        "INSERT INTO order_views (tenant_id, order_id, customer_id, customer_name, customer_email,
-             status, payment_status, item_count, total_cents, placed_at, last_updated, version,
-             position, state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (tenant_id, order_id) DO UPDATE SET
-             status = EXCLUDED.status, payment_status = EXCLUDED.payment_status,
-             item_count = EXCLUDED.item_count, total_cents = EXCLUDED.total_cents,
-             last_updated = EXCLUDED.last_updated, version = EXCLUDED.version,
-             position = EXCLUDED.position, state = EXCLUDED.state",
+    write_order(
+        conn,
+        event,
+        order_event,
+        &after,
+        (&name, &email),
+        &state_json,
     )
-    .bind(tenant)
-    .bind(after.order_id)
-    .bind(after.customer_id)
-    .bind(&name)
-    .bind(&email)
-    .bind(after.status.as_str())
-    .bind(payment_str(&after))
-    .bind(i32::try_from(after.item_count()).unwrap_or(i32::MAX))
-    .bind(after.total_cents())
-    .bind(after.placed_at)
-    .bind(after.last_updated)
-    .bind(after.version)
-    .bind(after.position)
-    .bind(&state_json)
-    .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO order_history (tenant_id, order_id, version, occurred_at, state)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(tenant)
-    .bind(after.order_id)
-    .bind(after.version)
-    .bind(event.occurred_at())
-    .bind(&state_json)
-    .execute(&mut *conn)
-    .await?;
-    insert_timeline(conn, event, order_event).await?;
-    add_sales(conn, tenant, before.as_ref(), &after).await?;
-    add_customer_orders(conn, tenant, before.as_ref(), &after, event).await?;
+    add_figures(conn, tenant, before.as_ref(), &after, event).await?;
     Ok(OrderChanged {
         tenant_id: tenant,
         state: after,
@@ -331,26 +302,57 @@ fn payment_str(state: &OrderState) -> &'static str {
     }
 }
 
-async fn insert_timeline(
+/// Writes what one order event changes in the order tables, in one statement (one round
+/// trip): the view, its history row, its timeline entry.
+async fn write_order(
     conn: &mut PgConnection,
     event: &Event,
     order_event: &OrderEvent,
-) -> Result<(), ApplyError> {
+    after: &OrderState,
+    (customer_name, customer_email): (&str, &str),
+    state_json: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
     let details: serde_json::Value =
         serde_json::from_str(&event.payload_json).unwrap_or(serde_json::Value::Null);
     sqlx::query(
-        "INSERT INTO order_timeline (tenant_id, order_id, version, global_position, event_type,
-             description, occurred_at, recorded_at, actor, command_id, correlation_id,
-             causation_id, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "WITH history AS (
+             INSERT INTO order_history (tenant_id, order_id, version, occurred_at, state)
+             VALUES ($1, $2, $12, $15, $14)),
+         timeline AS (
+             INSERT INTO order_timeline (tenant_id, order_id, version, global_position,
+                 event_type, description, occurred_at, recorded_at, actor, command_id,
+                 correlation_id, causation_id, details)
+             VALUES ($1, $16, $17, $18, $19, $20, $15, $21, $22, $23, $24, $25, $26))
+         INSERT INTO order_views (tenant_id, order_id, customer_id, customer_name, customer_email,
+             status, payment_status, item_count, total_cents, placed_at, last_updated, version,
+             position, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (tenant_id, order_id) DO UPDATE SET
+             status = EXCLUDED.status, payment_status = EXCLUDED.payment_status,
+             item_count = EXCLUDED.item_count, total_cents = EXCLUDED.total_cents,
+             last_updated = EXCLUDED.last_updated, version = EXCLUDED.version,
+             position = EXCLUDED.position, state = EXCLUDED.state",
     )
     .bind(event.tenant_id)
+    .bind(after.order_id)
+    .bind(after.customer_id)
+    .bind(customer_name)
+    .bind(customer_email)
+    .bind(after.status.as_str())
+    .bind(payment_str(after))
+    .bind(i32::try_from(after.item_count()).unwrap_or(i32::MAX))
+    .bind(after.total_cents())
+    .bind(after.placed_at)
+    .bind(after.last_updated)
+    .bind(after.version)
+    .bind(after.position)
+    .bind(state_json)
+    .bind(event.occurred_at())
     .bind(event.aggregate_id)
     .bind(event.stream_version)
     .bind(event.global_position)
     .bind(&event.event_type)
     .bind(timeline::describe(order_event))
-    .bind(event.occurred_at())
     .bind(event.recorded_at)
     .bind(&event.metadata.actor)
     .bind(&event.metadata.command_id)
@@ -362,19 +364,41 @@ async fn insert_timeline(
     Ok(())
 }
 
-async fn add_sales(
+/// Adds what one order event changes to the figures, in one statement, or none when nothing
+/// changed: the day's sales, the day's sales per pizza (when the order is placed: lines are
+/// fixed then, counted once per name over all sizes), and the customer's order figures.
+async fn add_figures(
     conn: &mut PgConnection,
     tenant: uuid::Uuid,
     before: Option<&OrderState>,
     after: &OrderState,
+    event: &Event,
 ) -> Result<(), sqlx::Error> {
     let day = sales_day(after);
-    let delta = DayFigures::of(after).minus(before.map(DayFigures::of).unwrap_or_default());
-    if !delta.is_zero() {
-        sqlx::query(
-            "INSERT INTO daily_sales AS d (tenant_id, day, orders, confirmed, cancelled, delivered,
-                 gross_cents, discount_cents, paid_cents, refunded_cents, items_sold)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    let sales = DayFigures::of(after).minus(before.map(DayFigures::of).unwrap_or_default());
+    let mut per_name: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    if before.is_none() {
+        for line in &after.items {
+            let entry = per_name.entry(line.name.as_str()).or_default();
+            entry.0 += i64::from(line.quantity);
+            entry.1 += line.total_cents();
+        }
+    }
+    let customer = CustomerOrderDelta::between(before, after);
+    if sales.is_zero() && per_name.is_empty() && customer.is_zero() {
+        return Ok(());
+    }
+    let names: Vec<&str> = per_name.keys().copied().collect();
+    let quantities: Vec<i64> = per_name.values().map(|(q, _)| *q).collect();
+    let revenues: Vec<i64> = per_name.values().map(|(_, r)| *r).collect();
+    let (last_order_id, last_order_at) = customer.placed.unzip();
+    // A customer row normally exists (an order needs a registered customer); if the
+    // registration has not been applied yet, the row starts empty and registration fills it.
+    sqlx::query(
+        "WITH sales AS (
+             INSERT INTO daily_sales AS d (tenant_id, day, orders, confirmed, cancelled,
+                 delivered, gross_cents, discount_cents, paid_cents, refunded_cents, items_sold)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE $12
              ON CONFLICT (tenant_id, day) DO UPDATE SET
                  orders = d.orders + EXCLUDED.orders,
                  confirmed = d.confirmed + EXCLUDED.confirmed,
@@ -384,68 +408,18 @@ async fn add_sales(
                  discount_cents = d.discount_cents + EXCLUDED.discount_cents,
                  paid_cents = d.paid_cents + EXCLUDED.paid_cents,
                  refunded_cents = d.refunded_cents + EXCLUDED.refunded_cents,
-                 items_sold = d.items_sold + EXCLUDED.items_sold",
-        )
-        .bind(tenant)
-        .bind(day)
-        .bind(delta.orders)
-        .bind(delta.confirmed)
-        .bind(delta.cancelled)
-        .bind(delta.delivered)
-        .bind(delta.gross_cents)
-        .bind(delta.discount_cents)
-        .bind(delta.paid_cents)
-        .bind(delta.refunded_cents)
-        .bind(delta.items_sold)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if before.is_none() {
-        // Lines are fixed once placed: count them once, per pizza name over all sizes.
-        let mut per_name: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-        for line in &after.items {
-            let entry = per_name.entry(line.name.as_str()).or_default();
-            entry.0 += i64::from(line.quantity);
-            entry.1 += line.total_cents();
-        }
-        for (name, (quantity, revenue)) in per_name {
-            sqlx::query(
-                "INSERT INTO daily_item_sales AS i (tenant_id, day, name, quantity, revenue_cents)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id, day, name) DO UPDATE SET
-                     quantity = i.quantity + EXCLUDED.quantity,
-                     revenue_cents = i.revenue_cents + EXCLUDED.revenue_cents",
-            )
-            .bind(tenant)
-            .bind(day)
-            .bind(name)
-            .bind(quantity)
-            .bind(revenue)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn add_customer_orders(
-    conn: &mut PgConnection,
-    tenant: uuid::Uuid,
-    before: Option<&OrderState>,
-    after: &OrderState,
-    event: &Event,
-) -> Result<(), sqlx::Error> {
-    let delta = CustomerOrderDelta::between(before, after);
-    if delta.is_zero() {
-        return Ok(());
-    }
-    let (last_order_id, last_order_at) = delta.placed.unzip();
-    // A customer row normally exists (an order needs a registered customer); if the
-    // registration has not been applied yet, the row starts empty and registration fills it.
-    sqlx::query(
-        "INSERT INTO customer_views AS c (tenant_id, customer_id, name, email, order_count,
-             cancelled_order_count, lifetime_spend_cents, last_order_id, last_order_at, last_updated)
-         VALUES ($1, $2, '', '', $3, $4, $5, $6, $7, $8)
+                 items_sold = d.items_sold + EXCLUDED.items_sold),
+         items AS (
+             INSERT INTO daily_item_sales AS i (tenant_id, day, name, quantity, revenue_cents)
+             SELECT $1, $2, n, q, r
+             FROM unnest($13::text[], $14::bigint[], $15::bigint[]) AS t(n, q, r)
+             ON CONFLICT (tenant_id, day, name) DO UPDATE SET
+                 quantity = i.quantity + EXCLUDED.quantity,
+                 revenue_cents = i.revenue_cents + EXCLUDED.revenue_cents)
+         INSERT INTO customer_views AS c (tenant_id, customer_id, name, email, order_count,
+             cancelled_order_count, lifetime_spend_cents, last_order_id, last_order_at,
+             last_updated)
+         SELECT $1, $16, '', '', $17, $18, $19, $20, $21, $22 WHERE $23
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
              order_count = c.order_count + EXCLUDED.order_count,
              cancelled_order_count = c.cancelled_order_count + EXCLUDED.cancelled_order_count,
@@ -457,13 +431,28 @@ async fn add_customer_orders(
              last_updated = GREATEST(c.last_updated, EXCLUDED.last_updated)",
     )
     .bind(tenant)
+    .bind(day)
+    .bind(sales.orders)
+    .bind(sales.confirmed)
+    .bind(sales.cancelled)
+    .bind(sales.delivered)
+    .bind(sales.gross_cents)
+    .bind(sales.discount_cents)
+    .bind(sales.paid_cents)
+    .bind(sales.refunded_cents)
+    .bind(sales.items_sold)
+    .bind(!sales.is_zero())
+    .bind(&names)
+    .bind(&quantities)
+    .bind(&revenues)
     .bind(after.customer_id)
-    .bind(i32::try_from(delta.orders).unwrap_or(0))
-    .bind(i32::try_from(delta.cancelled).unwrap_or(0))
-    .bind(delta.spend_cents)
+    .bind(i32::try_from(customer.orders).unwrap_or(0))
+    .bind(i32::try_from(customer.cancelled).unwrap_or(0))
+    .bind(customer.spend_cents)
     .bind(last_order_id)
     .bind(last_order_at)
     .bind(event.occurred_at())
+    .bind(!customer.is_zero())
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -2,7 +2,7 @@
 //! in a transaction acting for that tenant only (row-level security, migration 0003).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use shared::connect::begin_as_tenant;
+use shared::connect::{begin_as_tenant, end_read_only};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ pub async fn order(
     .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     row.map(order_row).transpose()
 }
 
@@ -80,7 +80,7 @@ pub async fn order_as_of(
     .bind(at)
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     row.map(order_row).transpose()
 }
 
@@ -139,7 +139,7 @@ pub async fn list_orders(
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     Ok(rows)
 }
 
@@ -174,7 +174,7 @@ pub async fn customer(
     .bind(customer_id)
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     Ok(rows)
 }
 
@@ -208,7 +208,7 @@ pub async fn timeline(
     .bind(order_id)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     Ok(rows)
 }
 
@@ -243,7 +243,7 @@ pub async fn daily_sales(
     .bind(to)
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     Ok(rows)
 }
 
@@ -273,7 +273,7 @@ pub async fn top_items(
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
+    end_read_only(tx);
     Ok(rows)
 }
 

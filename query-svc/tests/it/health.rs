@@ -48,6 +48,8 @@ async fn health_follows_nats_and_the_projection_lag(pool: PgPool) {
         "query-svc".to_owned(),
         "--grpc-addr".into(),
         "127.0.0.1:0".into(),
+        "--metrics-addr".into(),
+        "127.0.0.1:0".into(),
         "--log-format".into(),
         "pretty".into(),
         "--auth-disabled".into(),

@@ -70,6 +70,8 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
         "command-svc",
         "--grpc-addr",
         "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
         "--log-format",
         "pretty",
         "--auth-disabled",
@@ -98,6 +100,8 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
     let query_args = [
         "query-svc".to_owned(),
         "--grpc-addr".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-addr".into(),
         "127.0.0.1:0".into(),
         "--log-format".into(),
         "pretty".into(),
