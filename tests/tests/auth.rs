@@ -206,6 +206,24 @@ async fn tokens_decide_who_may_call_and_for_which_tenant() -> anyhow::Result<()>
         .metadata_mut()
         .insert(shared::auth::TENANT_HEADER, tenant_b.to_string().parse()?);
     let placed = commands.place_order(request).await?.into_inner();
+    // The event records who placed it: the token's subject.
+    let events = event_log
+        .read_stream(with_token(
+            pb::ReadStreamRequest {
+                aggregate_type: "order".into(),
+                aggregate_id: order.clone(),
+                ..Default::default()
+            },
+            Some(&alice),
+        ))
+        .await?
+        .into_inner()
+        .events;
+    let actors: Vec<&str> = events
+        .iter()
+        .map(|e| e.metadata.as_ref().map_or("", |m| m.actor.as_str()))
+        .collect();
+    assert_eq!(actors, ["auth-test"]);
 
     let get = |token: &str| {
         with_token(

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 use shared::{
+    auth::Caller,
     envelope::EventMetadata,
+    grpc::caller,
     proto::v1::{self as pb, command_service_server::CommandService},
     values::{CustomerId, TenantId},
 };
@@ -13,7 +15,6 @@ use uuid::Uuid;
 use super::{
     convert::{self, Converted, FieldViolation},
     status::invalid,
-    tenant,
 };
 use crate::{
     app::{AppError, CommandContext, CommandHandler},
@@ -34,7 +35,7 @@ impl CommandApi {
     async fn run<A, Id, R>(
         &self,
         rpc: &'static str,
-        tenant: TenantId,
+        caller: &Caller,
         request: &R,
         converted: Converted<Id, A::Command>,
     ) -> Result<Response<pb::CommandReply>, Status>
@@ -45,14 +46,15 @@ impl CommandApi {
     {
         let encoded = request.encode_to_vec();
         let ctx = CommandContext {
-            tenant,
+            tenant: caller.tenant()?,
             command_id: converted.options.command_id,
             expected_version: converted.options.expected_version,
             rpc,
             request: &encoded,
             metadata: EventMetadata {
                 command_id: converted.options.command_id.map(|c| c.as_uuid()),
-                actor: Some("anonymous".into()),
+                // The verified token's subject ("anonymous" with authentication off).
+                actor: Some(caller.subject.clone()),
                 // The call's span: the relay's publish span and the projection continue it.
                 traceparent: shared::trace_context::current_call().map(|t| t.to_string()),
                 ..EventMetadata::default()
@@ -105,10 +107,12 @@ impl CommandApi {
         Id: Into<Uuid>,
         R: Message,
     {
-        let tenant = tenant(&request)?;
+        let caller = caller(&request)?.clone();
+        // A token that names no tenant is refused before its request is looked at.
+        caller.tenant()?;
         let request = request.into_inner();
         let converted = checked(convert(&request, Utc::now()))?;
-        self.run::<A, _, _>(rpc, tenant, &request, converted).await
+        self.run::<A, _, _>(rpc, &caller, &request, converted).await
     }
 }
 
@@ -144,11 +148,12 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::CommandReply>, Status> {
-        let tenant = tenant(&request)?;
+        let caller = caller(&request)?.clone();
+        let tenant = caller.tenant()?;
         let request = request.into_inner();
         let (converted, customer_id) = checked(convert::place_order(&request, Utc::now()))?;
         self.require_customer(tenant, customer_id).await?;
-        self.run::<Order, _, _>("PlaceOrder", tenant, &request, converted)
+        self.run::<Order, _, _>("PlaceOrder", &caller, &request, converted)
             .await
     }
 

@@ -18,9 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AdminError, lag::LagProbe};
 use crate::{
+    projection::event::Event,
     projector::streams::{EventLogClient, Streams},
     store::{
         apply::Batch,
+        apply_page,
         generations::{self, READ_MODEL},
     },
 };
@@ -120,14 +122,15 @@ impl Rebuilder {
         loop {
             let mut tx = conn.begin().await?;
             generations::write_to_rebuild(&mut tx).await?;
-            let read = self.apply_page(&mut tx, &mut cursor).await?;
+            let page = self.apply_page(&mut tx, &mut cursor).await?;
             let position = cursor.as_ref().map_or(0, |c: &pb::LogCursor| {
                 i64::try_from(c.global_position).unwrap_or(i64::MAX)
             });
             let target = self.head_position().await;
             generations::record_rebuild_progress(&mut tx, READ_MODEL, position, target).await?;
             tx.commit().await?;
-            if read < PAGE as usize {
+            count_dead_letters(page.dead_lettered);
+            if page.read < PAGE as usize {
                 break;
             }
         }
@@ -170,19 +173,27 @@ impl Rebuilder {
         generations::hold_serving_exclusively(&mut tx).await?;
         generations::write_to_rebuild(&mut tx).await?;
         let mut last_stretch = *cursor;
-        while self.apply_page(&mut tx, &mut last_stretch).await? == PAGE as usize {}
+        let mut dead_lettered = 0;
+        loop {
+            let page = self.apply_page(&mut tx, &mut last_stretch).await?;
+            dead_lettered += page.dead_lettered;
+            if page.read < PAGE as usize {
+                break;
+            }
+        }
         let retired = generations::swap_in_rebuild(&mut tx, READ_MODEL, generation - 1).await?;
         tx.commit().await?;
+        count_dead_letters(dead_lettered);
         *cursor = last_stretch;
         Ok(retired)
     }
 
-    /// Reads up to a page of the log after `cursor` and applies it; returns how many were read.
+    /// Reads up to a page of the log after `cursor` and applies it.
     async fn apply_page(
         &self,
         conn: &mut PgConnection,
         cursor: &mut Option<pb::LogCursor>,
-    ) -> Result<usize, AdminError> {
+    ) -> Result<Page, AdminError> {
         let start = Some(match *cursor {
             Some(after) => Start::After(after),
             None => Start::FromPosition(0),
@@ -198,24 +209,60 @@ impl Rebuilder {
             .await
             .map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?
             .into_inner();
-        let mut read = 0;
-        // Read in commit order, so every stream arrives in version order; a failure is
+        let mut records = Vec::with_capacity(PAGE as usize);
+        while let Some(record) = events.next().await {
+            records.push(
+                record.map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?,
+            );
+        }
+        let Some(last) = records.last() else {
+            return Ok(Page::default());
+        };
+        let last = pb::LogCursor {
+            transaction_id: last.transaction_id,
+            global_position: last.global_position,
+        };
+        // Read in commit order, so every stream arrives in version order. Folded and written
+        // at once when the whole page fits; otherwise event by event, where a failure is
         // dead-lettered at once (there is no redelivery here), hence savepoints.
         let mut bookkeeping = Batch::new(true);
-        while let Some(record) = events.next().await {
-            let record =
-                record.map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?;
-            self.streams
-                .apply(conn, &mut bookkeeping, &record, 1, 1)
-                .await
-                .map_err(AdminError::from)?;
-            *cursor = Some(pb::LogCursor {
-                transaction_id: record.transaction_id,
-                global_position: record.global_position,
-            });
-            read += 1;
+        let decoded: Option<Vec<Event>> = records
+            .iter()
+            .map(|record| Event::try_from(record).ok())
+            .collect();
+        let folded = match &decoded {
+            Some(events) => apply_page::try_apply(conn, &mut bookkeeping, events)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !folded {
+            for record in &records {
+                self.streams
+                    .apply(conn, &mut bookkeeping, record, 1, 1)
+                    .await
+                    .map_err(AdminError::from)?;
+            }
         }
+        *cursor = Some(last);
         bookkeeping.flush(conn).await?;
-        Ok(read)
+        Ok(Page {
+            read: records.len(),
+            dead_lettered: bookkeeping.dead_lettered,
+        })
     }
+}
+
+/// What [`Rebuilder::apply_page`] did.
+#[derive(Debug, Default)]
+struct Page {
+    /// Events read from the log.
+    read: usize,
+    /// Of those, how many were dead-lettered (counted in the metrics once committed).
+    dead_lettered: u64,
+}
+
+/// Counts a committed page's dead letters in the same series as the projector's.
+fn count_dead_letters(dead_lettered: u64) {
+    metrics::counter!("pizzeria_projection_dead_letters_total").increment(dead_lettered);
 }

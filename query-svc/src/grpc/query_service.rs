@@ -20,13 +20,10 @@ use super::db;
 use crate::{
     projection::{
         analytics::{average_order_value, confirmation_rate},
-        order_view::{Status as OrderStatus, timestamp},
+        order_view::{OrderChanged, Status as OrderStatus, timestamp},
     },
     projector::Progress,
-    store::{
-        apply::OrderChanged,
-        queries::{self, AsOf, OrderFilter, OrderRow},
-    },
+    store::queries::{self, AsOf, OrderFilter, OrderRow},
 };
 
 const DEFAULT_PAGE_SIZE: u32 = 50;

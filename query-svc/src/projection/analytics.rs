@@ -52,6 +52,20 @@ impl DayFigures {
         }
     }
 
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            orders: self.orders + other.orders,
+            confirmed: self.confirmed + other.confirmed,
+            cancelled: self.cancelled + other.cancelled,
+            delivered: self.delivered + other.delivered,
+            gross_cents: self.gross_cents + other.gross_cents,
+            discount_cents: self.discount_cents + other.discount_cents,
+            paid_cents: self.paid_cents + other.paid_cents,
+            refunded_cents: self.refunded_cents + other.refunded_cents,
+            items_sold: self.items_sold + other.items_sold,
+        }
+    }
+
     pub fn is_zero(&self) -> bool {
         *self == Self::default()
     }

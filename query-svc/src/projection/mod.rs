@@ -12,6 +12,7 @@ pub mod analytics;
 pub mod customer_view;
 pub mod event;
 pub mod order_view;
+pub mod page;
 pub mod timeline;
 
 /// An event a projection cannot apply: a deterministic failure that retrying the same event

@@ -107,6 +107,16 @@ impl Line {
     }
 }
 
+/// An order view that changed, for watchers.
+#[derive(Debug, Clone)]
+pub struct OrderChanged {
+    pub tenant_id: Uuid,
+    pub state: OrderState,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub event_type: String,
+}
+
 /// The folded state of one order, stored as JSONB (per version, too, for as-of queries).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderState {

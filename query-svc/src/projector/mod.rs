@@ -22,10 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::{
-    projection::event::stream_key,
+    projection::{
+        event::{Event, stream_key},
+        order_view::OrderChanged,
+    },
     store::{
-        apply::{Batch, OrderChanged, StreamKey},
-        generations,
+        apply::{Batch, StreamKey},
+        apply_page, generations,
     },
 };
 use streams::{Step, Streams, Transient};
@@ -100,10 +103,15 @@ impl Projector {
 
     /// Consumes until `stop` is cancelled, re-subscribing after any failure.
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        const FIRST_RETRY: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST_RETRY;
         loop {
             let consumed = self.consume(&stop).await;
-            self.consuming.send_replace(false);
+            // A failure after a spell of consuming is a new outage: start the backoff again,
+            // rather than waiting the longest delay an outage hours ago reached.
+            if self.consuming.send_replace(false) {
+                backoff = FIRST_RETRY;
+            }
             match consumed {
                 Ok(()) => break,
                 Err(error) => {
@@ -244,10 +252,15 @@ pub struct Delivery {
     pub trace_parent: Option<TraceParent>,
 }
 
+/// Batches at least this long are first offered to [`apply_page::try_apply`], which writes
+/// each table once per batch. Below it the event-by-event path takes fewer round trips.
+const FOLD_AT_LEAST: usize = 8;
+
 /// Applies `records` in one transaction: the serving lock, the streams' versions read in one
-/// query, each record through [`Streams::apply`] (in a span continuing its trace), the
-/// bookkeeping written once. Returns how many records are done (the rest are to be
-/// redelivered) and the order views that changed.
+/// query, the records (folded as one page when the batch fits, else each through
+/// [`Streams::apply`]), each in a span continuing its trace, the bookkeeping written once.
+/// Returns how many records are done (the rest are to be redelivered) and the order views that
+/// changed.
 pub async fn apply_records(
     pool: &PgPool,
     streams: &Streams,
@@ -263,27 +276,37 @@ pub async fn apply_records(
         .map(|(tenant, stream, _)| (tenant, stream))
         .collect();
     bookkeeping.prefetch(&mut tx, &keys).await?;
+
+    if !careful && records.len() >= FOLD_AT_LEAST {
+        let events: Option<Vec<Event>> = records
+            .iter()
+            .map(|delivery| Event::try_from(delivery.record.as_ref()?).ok())
+            .collect();
+        if let Some(events) = events {
+            // Each event's span lasts until its page is committed.
+            let spans: Vec<tracing::Span> = records
+                .iter()
+                .filter_map(|d| d.record.as_ref().map(|record| project_span(d, record)))
+                .collect();
+            if let Some(changes) = apply_page::try_apply(&mut tx, &mut bookkeeping, &events).await?
+            {
+                bookkeeping.flush(&mut tx).await?;
+                tx.commit().await?;
+                drop(spans);
+                let checkpoint = events.iter().map(|e| e.global_position).max();
+                count_committed(records.len(), events.len(), 0, &bookkeeping, checkpoint);
+                return Ok((records.len(), changes));
+            }
+        }
+    }
+
     let mut changes = Vec::new();
-    let (mut done, mut applied, mut checkpoint) = (0, 0u64, 0u64);
+    let (mut done, mut applied, mut checkpoint) = (0, 0, None);
     for delivery in records {
         let Some(record) = &delivery.record else {
             done += 1;
             continue;
         };
-        let span = tracing::info_span!(
-            "projection.apply",
-            otel.name = "project event",
-            otel.kind = "consumer",
-            event_type = record.event_type.as_str(),
-            stream = record.stream_id.as_str(),
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        // Messages from a relay that sent no header still carry the appending call's context.
-        let parent = delivery.trace_parent.or_else(|| {
-            TraceParent::from_header(record.metadata.as_ref().map(|m| m.traceparent.as_str()))
-        });
-        trace_context::start_span(&span, parent);
         match streams
             .apply(
                 &mut tx,
@@ -292,7 +315,7 @@ pub async fn apply_records(
                 delivery.attempts,
                 MAX_ATTEMPTS,
             )
-            .instrument(span)
+            .instrument(project_span(delivery, record))
             .await?
         {
             Step::Applied(change) => {
@@ -302,20 +325,56 @@ pub async fn apply_records(
             Step::Skipped => {}
             Step::RetryLater => break,
         }
-        checkpoint = checkpoint.max(record.global_position);
+        let position = i64::try_from(record.global_position).unwrap_or(i64::MAX);
+        checkpoint = checkpoint.max(Some(position));
         done += 1;
     }
     bookkeeping.flush(&mut tx).await?;
     tx.commit().await?;
-    // Counted once committed, so a batch tried twice (fast, then carefully) counts once.
-    metrics::counter!("pizzeria_projection_events_applied_total").increment(applied);
+    count_committed(
+        records.len(),
+        applied,
+        done - applied,
+        &bookkeeping,
+        checkpoint,
+    );
+    Ok((done, changes))
+}
+
+/// The span of one event's projection, continuing the trace of the call that appended it.
+fn project_span(delivery: &Delivery, record: &pb::EventRecord) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projection.apply",
+        otel.name = "project event",
+        otel.kind = "consumer",
+        event_type = record.event_type.as_str(),
+        stream = record.stream_id.as_str(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    // Messages from a relay that sent no header still carry the appending call's context.
+    let parent = delivery.trace_parent.or_else(|| {
+        TraceParent::from_header(record.metadata.as_ref().map(|m| m.traceparent.as_str()))
+    });
+    trace_context::start_span(&span, parent);
+    span
+}
+
+/// The metrics of a committed batch: counted once committed, so a batch tried twice (fast,
+/// then carefully) counts once.
+fn count_committed(
+    batch_size: usize,
+    applied: usize,
+    skipped: usize,
+    bookkeeping: &Batch,
+    checkpoint: Option<i64>,
+) {
+    metrics::counter!("pizzeria_projection_events_applied_total").increment(applied as u64);
     metrics::counter!("pizzeria_projection_dead_letters_total")
         .increment(bookkeeping.dead_lettered);
-    metrics::counter!("pizzeria_projection_events_skipped_total")
-        .increment(u64::try_from(done).unwrap_or(0).saturating_sub(applied));
-    metrics::histogram!("pizzeria_projection_batch_size").record(records.len() as f64);
-    if checkpoint > 0 {
+    metrics::counter!("pizzeria_projection_events_skipped_total").increment(skipped as u64);
+    metrics::histogram!("pizzeria_projection_batch_size").record(batch_size as f64);
+    if let Some(checkpoint) = checkpoint {
         metrics::gauge!("pizzeria_projection_checkpoint_position").set(checkpoint as f64);
     }
-    Ok((done, changes))
 }

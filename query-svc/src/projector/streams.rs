@@ -17,8 +17,9 @@ use crate::{
     projection::{
         ProjectionError,
         event::{Event, stream_key},
+        order_view::OrderChanged,
     },
-    store::apply::{ApplyError, Batch, OrderChanged, apply_event},
+    store::apply::{ApplyError, Batch, apply_event},
 };
 
 /// command-svc's EventLogService, each call carrying query-svc's service token (role

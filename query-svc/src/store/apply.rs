@@ -11,7 +11,7 @@ use crate::projection::{
     analytics::{DayFigures, sales_day},
     customer_view::CustomerOrderDelta,
     event::{Event, Payload},
-    order_view::OrderState,
+    order_view::{OrderChanged, OrderState},
     timeline,
 };
 
@@ -24,16 +24,6 @@ pub enum ApplyError {
     /// The read database failed: retry the batch.
     #[error("read database: {0}")]
     Database(#[from] sqlx::Error),
-}
-
-/// An order view that changed, for watchers.
-#[derive(Debug, Clone)]
-pub struct OrderChanged {
-    pub tenant_id: uuid::Uuid,
-    pub state: OrderState,
-    pub customer_name: String,
-    pub customer_email: String,
-    pub event_type: String,
 }
 
 /// Applies `event` to the read tables and records it as applied in `batch`.
@@ -115,8 +105,15 @@ impl Batch {
         .bind(&streams)
         .fetch_all(&mut *conn)
         .await?;
-        self.held = Some(held.into_iter().collect());
+        self.held.get_or_insert_with(HashSet::new).extend(held);
         Ok(())
+    }
+
+    /// After [`Self::prefetch`]: the stream's last applied version, and whether it waits
+    /// behind a dead letter.
+    pub fn prefetched(&self, key: &StreamKey) -> Option<(i64, bool)> {
+        let held = self.held.as_ref()?.contains(key);
+        Some((*self.last_versions.get(key)?, held))
     }
 
     /// Whether a stream may have an unresolved dead letter: true when not prefetched, and
@@ -294,7 +291,7 @@ async fn apply_order(
     })
 }
 
-fn payment_str(state: &OrderState) -> &'static str {
+pub(crate) fn payment_str(state: &OrderState) -> &'static str {
     match state.payment_status {
         crate::projection::order_view::Payment::Unpaid => "UNPAID",
         crate::projection::order_view::Payment::Paid => "PAID",

@@ -1,6 +1,7 @@
 //! The read database: applying events to the read tables, and reading them.
 
 pub mod apply;
+pub mod apply_page;
 pub mod dead_letters;
 pub mod generations;
 pub mod queries;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod apply_page;
 mod health;
 mod helpers;
 mod tenancy;

@@ -1,0 +1,325 @@
+//! Pages folded in memory and written at once (`store::apply_page`, what a rebuild uses) give
+//! the same read tables, row for row, as the projector's event-by-event path; an event that
+//! does not fit sends its page back, having written nothing.
+
+use e2e::TestDatabase;
+use query_svc::{
+    projection::event::Event,
+    projector::{Delivery, apply_records, streams::Streams},
+    store::{MIGRATOR, apply::Batch, apply_page},
+};
+use shared::{
+    auth::ServiceToken,
+    proto::v1::{self as pb, event_log_service_client::EventLogServiceClient},
+};
+use sqlx::{Connection as _, PgConnection, PgPool};
+use tonic::transport::Channel;
+
+use crate::helpers::{Stack, start};
+
+const ADA: &str = "0190b8f6-0000-7000-8000-0000000000c1";
+const GRACE: &str = "0190b8f6-0000-7000-8000-0000000000c2";
+
+fn order_id(n: u32) -> String {
+    format!("0190b8f6-3f2e-7c2a-9d1e-{n:012x}")
+}
+
+/// Drives a varied log through command-svc: two customers, renamed and given a new email
+/// between their orders; orders discounted, paid, delivered, cancelled before and after
+/// payment (a refund); lines over several pizzas and sizes.
+async fn a_varied_day(stack: &mut Stack) {
+    let commands = &mut stack.commands;
+    for (id, name) in [(ADA, "Ada"), (GRACE, "Grace")] {
+        commands
+            .register_customer(pb::RegisterCustomerRequest {
+                customer_id: id.into(),
+                name: name.into(),
+                email: format!("{}@example.com", name.to_lowercase()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for n in 0..12u32 {
+        let order = order_id(n);
+        let customer = if n % 3 == 0 { GRACE } else { ADA };
+        commands
+            .place_order(pb::PlaceOrderRequest {
+                order_id: order.clone(),
+                customer_id: customer.into(),
+                items: vec![
+                    pb::OrderItem {
+                        name: "Margherita".into(),
+                        size: pb::PizzaSize::Large as i32,
+                        quantity: 1 + n % 2,
+                        unit_price_cents: 1299,
+                    },
+                    pb::OrderItem {
+                        name: if n % 2 == 0 { "Diavola" } else { "Funghi" }.into(),
+                        size: pb::PizzaSize::Small as i32,
+                        quantity: 1,
+                        unit_price_cents: 950,
+                    },
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut due = 1299 * i64::from(1 + n % 2) + 950;
+        if n % 4 == 1 {
+            commands
+                .apply_discount(pb::ApplyDiscountRequest {
+                    order_id: order.clone(),
+                    code: "SPRING".into(),
+                    amount_cents: 300,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            due -= 300;
+        }
+        if n % 5 != 4 {
+            commands
+                .confirm_order(pb::ConfirmOrderRequest {
+                    order_id: order.clone(),
+                    estimated_delivery: Some(prost_types::Timestamp {
+                        seconds: chrono::Utc::now().timestamp() + 3600,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        if n % 5 < 3 {
+            commands
+                .process_payment(pb::ProcessPaymentRequest {
+                    order_id: order.clone(),
+                    method: pb::PaymentMethod::Card as i32,
+                    amount_cents: due,
+                    payment_reference: format!("ch_{n}"),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        if n % 6 == 2 || n % 5 == 4 {
+            // Paid (refunded) or not yet confirmed.
+            commands
+                .cancel_order(pb::CancelOrderRequest {
+                    order_id: order.clone(),
+                    reason: "changed their mind".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        if n % 5 == 0 {
+            // Confirmed and paid, so cooking: on to the door.
+            commands
+                .mark_order_ready(pb::MarkOrderReadyRequest {
+                    order_id: order.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            commands
+                .send_out_for_delivery(pb::SendOutForDeliveryRequest {
+                    order_id: order.clone(),
+                    driver_name: "Luigi".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            commands
+                .mark_order_delivered(pb::MarkOrderDeliveredRequest {
+                    order_id: order.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        if n == 4 {
+            commands
+                .rename_customer(pb::RenameCustomerRequest {
+                    customer_id: ADA.into(),
+                    name: "Ada Lovelace".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        if n == 7 {
+            commands
+                .change_customer_email(pb::ChangeCustomerEmailRequest {
+                    customer_id: GRACE.into(),
+                    email: "grace.hopper@example.com".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The whole log, in commit order.
+async fn the_records(stack: &Stack) -> Vec<pb::EventRecord> {
+    command_svc::store::EventStore::new(stack.write_pool.clone())
+        .read_all(command_svc::store::LogCursor::default(), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(command_svc::store::StoredEvent::into_record)
+        .collect()
+}
+
+/// The whole log as query-svc decodes it, in commit order.
+async fn the_log(stack: &Stack) -> Vec<Event> {
+    the_records(stack)
+        .await
+        .iter()
+        .map(|record| Event::try_from(record).unwrap())
+        .collect()
+}
+
+/// The read tables after applying `records` event by event, as the projector does when a
+/// batch does not fold (savepoints, one event's statements at a time).
+async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
+    let database = TestDatabase::create().await.unwrap();
+    let pool = database.migrated_pool(&MIGRATOR, 2).await.unwrap();
+    // command-svc is only asked for missing versions, and the log has none.
+    let command_svc = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+    let streams = Streams::new(EventLogServiceClient::with_interceptor(
+        command_svc,
+        ServiceToken::default(),
+    ));
+    let deliveries: Vec<Delivery> = records
+        .into_iter()
+        .map(|record| Delivery {
+            record: Some(record),
+            attempts: 1,
+            trace_parent: None,
+        })
+        .collect();
+    let (done, _) = apply_records(&pool, &streams, &deliveries, true)
+        .await
+        .unwrap();
+    assert_eq!(done, deliveries.len());
+    let dump = e2e::read_model_dump(&pool).await.unwrap();
+    pool.close().await;
+    database.drop_database().await.unwrap();
+    dump
+}
+
+/// Applies `events` to `pool` in pages of `page` events, each folded at once; every page must
+/// fit.
+async fn fold_in_pages(pool: &PgPool, events: &[Event], page: usize) {
+    let mut conn = pool.acquire().await.unwrap();
+    for chunk in events.chunks(page) {
+        let mut tx = conn.begin().await.unwrap();
+        let mut batch = Batch::new(false);
+        assert!(
+            apply_page::try_apply(&mut tx, &mut batch, chunk)
+                .await
+                .unwrap()
+                .is_some(),
+            "a page of the log did not fold"
+        );
+        batch.flush(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) {
+    let mut stack = start(pool, false).await;
+    a_varied_day(&mut stack).await;
+    let one_by_one = applied_one_by_one(the_records(&stack).await).await;
+    let log = the_log(&stack).await;
+    assert!(log.len() > 40, "{} events", log.len());
+
+    // Whole, and in small pages (orders and customers written by an earlier page are read
+    // back and folded on), and one event at a time.
+    for page in [log.len(), 7, 1] {
+        let database = TestDatabase::create().await.unwrap();
+        let folded = database.migrated_pool(&MIGRATOR, 2).await.unwrap();
+        fold_in_pages(&folded, &log, page).await;
+        assert_eq!(
+            e2e::read_model_dump(&folded).await.unwrap(),
+            one_by_one,
+            "pages of {page}"
+        );
+        folded.close().await;
+        database.drop_database().await.unwrap();
+    }
+}
+
+/// Offers `events` as one page in a transaction of its own; true if they were folded.
+async fn try_page(conn: &mut PgConnection, events: &[Event]) -> bool {
+    let mut tx = conn.begin().await.unwrap();
+    let mut batch = Batch::new(false);
+    let applied = apply_page::try_apply(&mut tx, &mut batch, events)
+        .await
+        .unwrap()
+        .is_some();
+    batch.flush(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    applied
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPool) {
+    let mut stack = start(pool, false).await;
+    a_varied_day(&mut stack).await;
+    let log = the_log(&stack).await;
+    let database = TestDatabase::create().await.unwrap();
+    let folded = database.migrated_pool(&MIGRATOR, 2).await.unwrap();
+    let mut conn = folded.acquire().await.unwrap();
+    let empty = e2e::read_model_dump(&folded).await.unwrap();
+
+    // A stream's version 2 before its version 1 (a hole).
+    assert!(!try_page(&mut conn, &log[1..]).await);
+    // An event the fold refuses, after good ones: an order event of an order never placed.
+    let mut with_stray = log.clone();
+    let mut stray = log
+        .iter()
+        .find(|e| e.event_type == "OrderConfirmed")
+        .unwrap()
+        .clone();
+    stray.aggregate_id = uuid::Uuid::now_v7();
+    stray.stream_id = format!("order-{}", stray.aggregate_id);
+    stray.stream_version = 1;
+    with_stray.push(stray);
+    assert!(!try_page(&mut conn, &with_stray).await);
+    assert_eq!(e2e::read_model_dump(&folded).await.unwrap(), empty);
+
+    // A row the database refuses (a history row that is already there): the page's writes
+    // are rolled back to their savepoint, and the transaction stays usable.
+    let placed = &log.iter().find(|e| e.event_type == "OrderPlaced").unwrap();
+    sqlx::query(
+        "INSERT INTO order_history (tenant_id, order_id, version, occurred_at, state)
+         VALUES ($1, $2, 1, now(), '{}')",
+    )
+    .bind(placed.tenant_id)
+    .bind(placed.aggregate_id)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let with_history_row = e2e::read_model_dump(&folded).await.unwrap();
+    assert!(!try_page(&mut conn, &log).await);
+    assert_eq!(
+        e2e::read_model_dump(&folded).await.unwrap(),
+        with_history_row
+    );
+
+    // Without it, the same log folds.
+    sqlx::query("DELETE FROM order_history")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert!(try_page(&mut conn, &log).await);
+    assert_ne!(e2e::read_model_dump(&folded).await.unwrap(), empty);
+    drop(conn);
+    folded.close().await;
+    database.drop_database().await.unwrap();
+}
