@@ -5,10 +5,11 @@
 //! - `projection_pure` (no I/O): decoding the wire records into events (JSON, upcasting), folding
 //!   them into order views, and everything else `store::apply` computes for each event besides
 //!   its SQL (view JSON, timeline line, sales and customer deltas).
-//! - `projection_postgres`: applying the batch as the projector does, in one transaction:
-//!   `generations::hold_serving`, then `Streams::apply` for each record, then COMMIT. Every
-//!   iteration applies fresh events (new order ids and global positions): the projector skips
-//!   events it has already applied.
+//! - `projection_postgres`: applying the batch as the projector does (`apply_records`), in one
+//!   transaction: `generations::hold_serving`, the batch folded as one page and each read table
+//!   written once (`store::apply_page`; a batch that does not fit would go event by event
+//!   through `Streams::apply`), then COMMIT. Every iteration applies fresh events (new order
+//!   ids and global positions): the projector skips events it has already applied.
 //!
 //! The Postgres group needs Postgres at `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), as a role that may create databases: it
