@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound as _, Utc};
 use shared::events::{CustomerEvent, OrderEvent};
 use uuid::Uuid;
 
@@ -84,7 +84,12 @@ impl CustomerRow {
             .checked_add(delta.spend_cents)
             .ok_or_else(overflow)?;
         if let Some((order_id, placed_at)) = delta.placed {
-            if self.last_order_at.is_none_or(|last| placed_at >= last) {
+            // Compared as stored (microseconds), as the per-event path's SQL compares them.
+            let placed_at = placed_at.trunc_subsecs(6);
+            if self
+                .last_order_at
+                .is_none_or(|last| placed_at >= last.trunc_subsecs(6))
+            {
                 self.last_order_id = Some(order_id);
                 self.last_order_at = Some(placed_at);
             }
@@ -130,6 +135,10 @@ pub struct PageFold {
     pub orders: HashMap<OrderKey, OrderRow>,
     /// Every customer the page touches, the same way.
     pub customers: HashMap<CustomerKey, CustomerRow>,
+    /// The customers whose rows were there (and locked) before folding. The others are new to
+    /// this page, and another transaction may create the same row meanwhile: they are merged
+    /// into whatever row is there when written, not written over it.
+    pub customers_loaded: BTreeSet<CustomerKey>,
     /// The rows the page changed, to be written (sorted, so writers lock in one order).
     pub changed_orders: BTreeSet<OrderKey>,
     pub changed_customers: BTreeSet<CustomerKey>,
@@ -153,6 +162,7 @@ impl PageFold {
     ) -> Self {
         Self {
             orders,
+            customers_loaded: customers.keys().copied().collect(),
             customers,
             ..Self::default()
         }
@@ -174,7 +184,11 @@ impl PageFold {
         let tenant = event.tenant_id;
         let key = (tenant, event.aggregate_id);
         let (before, row) = match (self.orders.get(&key), order_event) {
-            (None, OrderEvent::Placed(placed)) => {
+            // (An OrderPlaced naming another order than its stream's is the per-event path's
+            // to refuse.)
+            (None, OrderEvent::Placed(placed))
+                if placed.order_id.as_uuid() == event.aggregate_id =>
+            {
                 let customer = self.customers.get(&(tenant, placed.customer_id.as_uuid()));
                 let row = OrderRow {
                     state: OrderState::placed(placed, event.global_position),

@@ -104,12 +104,16 @@ impl Projector {
     /// Consumes until `stop` is cancelled, re-subscribing after any failure.
     pub async fn run(self, stop: CancellationToken) {
         const FIRST_RETRY: Duration = Duration::from_millis(100);
+        /// Consuming this long before a failure makes it a new outage.
+        const HEALTHY_SPELL: Duration = Duration::from_secs(30);
         let mut backoff = FIRST_RETRY;
         loop {
+            let started = tokio::time::Instant::now();
             let consumed = self.consume(&stop).await;
             // A failure after a spell of consuming is a new outage: start the backoff again,
-            // rather than waiting the longest delay an outage hours ago reached.
-            if self.consuming.send_replace(false) {
+            // rather than waiting the longest delay an outage hours ago reached. One right after
+            // subscribing is the same outage going on.
+            if self.consuming.send_replace(false) && started.elapsed() >= HEALTHY_SPELL {
                 backoff = FIRST_RETRY;
             }
             match consumed {
@@ -276,6 +280,14 @@ pub async fn apply_records(
         .map(|(tenant, stream, _)| (tenant, stream))
         .collect();
     bookkeeping.prefetch(&mut tx, &keys).await?;
+    // One span per event, which ends when the batch commits: an event is projected then.
+    let spans: Vec<Option<tracing::Span>> = records
+        .iter()
+        .map(|delivery| {
+            let record = delivery.record.as_ref()?;
+            Some(project_span(delivery, record))
+        })
+        .collect();
 
     if !careful && records.len() >= FOLD_AT_LEAST {
         let events: Option<Vec<Event>> = records
@@ -283,11 +295,6 @@ pub async fn apply_records(
             .map(|delivery| Event::try_from(delivery.record.as_ref()?).ok())
             .collect();
         if let Some(events) = events {
-            // Each event's span lasts until its page is committed.
-            let spans: Vec<tracing::Span> = records
-                .iter()
-                .filter_map(|d| d.record.as_ref().map(|record| project_span(d, record)))
-                .collect();
             if let Some(changes) = apply_page::try_apply(&mut tx, &mut bookkeeping, &events).await?
             {
                 bookkeeping.flush(&mut tx).await?;
@@ -302,8 +309,8 @@ pub async fn apply_records(
 
     let mut changes = Vec::new();
     let (mut done, mut applied, mut checkpoint) = (0, 0, None);
-    for delivery in records {
-        let Some(record) = &delivery.record else {
+    for (delivery, span) in records.iter().zip(&spans) {
+        let (Some(record), Some(span)) = (&delivery.record, span) else {
             done += 1;
             continue;
         };
@@ -315,7 +322,7 @@ pub async fn apply_records(
                 delivery.attempts,
                 MAX_ATTEMPTS,
             )
-            .instrument(project_span(delivery, record))
+            .instrument(span.clone())
             .await?
         {
             Step::Applied(change) => {
@@ -331,6 +338,7 @@ pub async fn apply_records(
     }
     bookkeeping.flush(&mut tx).await?;
     tx.commit().await?;
+    drop(spans);
     count_committed(
         records.len(),
         applied,

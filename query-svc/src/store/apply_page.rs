@@ -217,73 +217,122 @@ async fn write(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Err
     Ok(())
 }
 
-async fn write_customers(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Error> {
-    if fold.changed_customers.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<(&CustomerKey, &CustomerRow)> = fold
-        .changed_customers
-        .iter()
-        .filter_map(|key| fold.customers.get(key).map(|row| (key, row)))
-        .collect();
-    sqlx::query(
+/// The upsert of customer rows, up to its `DO UPDATE SET`.
+macro_rules! upsert_customers {
+    () => {
         "INSERT INTO customer_views AS c (tenant_id, customer_id, name, email, order_count,
              cancelled_order_count, lifetime_spend_cents, last_order_id, last_order_at,
              registered_at, last_updated, version)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[],
              $6::int[], $7::bigint[], $8::uuid[], $9::timestamptz[], $10::timestamptz[],
              $11::timestamptz[], $12::bigint[])
-         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
-             name = EXCLUDED.name, email = EXCLUDED.email, order_count = EXCLUDED.order_count,
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET "
+    };
+}
+
+/// Writes the customers the page changed. A row that was there when the page was read is
+/// locked, and is written as folded. A row the page creates may have been created meanwhile by
+/// another transaction (another replica's batch, an operator's retry): the page's figures are
+/// added to it, and its name, email, registration and version are the page's only if the page
+/// holds an event of the customer's own stream.
+async fn write_customers(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Error> {
+    let (loaded, created): (Vec<&CustomerKey>, Vec<&CustomerKey>) = fold
+        .changed_customers
+        .iter()
+        .partition(|key| fold.customers_loaded.contains(*key));
+    if !loaded.is_empty() {
+        let query = sqlx::query(concat!(
+            upsert_customers!(),
+            "name = EXCLUDED.name, email = EXCLUDED.email, order_count = EXCLUDED.order_count,
              cancelled_order_count = EXCLUDED.cancelled_order_count,
              lifetime_spend_cents = EXCLUDED.lifetime_spend_cents,
              last_order_id = EXCLUDED.last_order_id, last_order_at = EXCLUDED.last_order_at,
              registered_at = EXCLUDED.registered_at, last_updated = EXCLUDED.last_updated,
-             version = EXCLUDED.version",
-    )
-    .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.name.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.email.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|(_, c)| c.order_count).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.cancelled_order_count)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.lifetime_spend_cents)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.last_order_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.last_order_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, c)| c.registered_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|(_, c)| c.last_updated).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, c)| c.version).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+             version = EXCLUDED.version"
+        ));
+        bind_customers(query, &customer_rows(fold, &loaded))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !created.is_empty() {
+        // A row created here has version 0 unless an event of the customer's stream set it.
+        let query = sqlx::query(concat!(
+            upsert_customers!(),
+            "name = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.name ELSE c.name END,
+             email = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.email ELSE c.email END,
+             registered_at = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.registered_at
+                                  ELSE c.registered_at END,
+             version = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.version ELSE c.version END,
+             order_count = c.order_count + EXCLUDED.order_count,
+             cancelled_order_count = c.cancelled_order_count + EXCLUDED.cancelled_order_count,
+             lifetime_spend_cents = c.lifetime_spend_cents + EXCLUDED.lifetime_spend_cents,
+             last_order_id = CASE WHEN EXCLUDED.last_order_at IS NOT NULL
+                                   AND (c.last_order_at IS NULL
+                                        OR EXCLUDED.last_order_at >= c.last_order_at)
+                                  THEN EXCLUDED.last_order_id ELSE c.last_order_id END,
+             last_order_at = GREATEST(c.last_order_at, EXCLUDED.last_order_at),
+             last_updated = GREATEST(c.last_updated, EXCLUDED.last_updated)"
+        ));
+        bind_customers(query, &customer_rows(fold, &created))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
+}
+
+fn customer_rows<'a>(
+    fold: &'a PageFold,
+    keys: &[&'a CustomerKey],
+) -> Vec<(&'a CustomerKey, &'a CustomerRow)> {
+    keys.iter()
+        .filter_map(|key| fold.customers.get(*key).map(|row| (*key, row)))
+        .collect()
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_customers<'q>(query: Query<'q>, rows: &[(&'q CustomerKey, &'q CustomerRow)]) -> Query<'q> {
+    query
+        .bind(rows.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.email.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|(_, c)| c.order_count).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.cancelled_order_count)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.lifetime_spend_cents)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.last_order_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.last_order_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, c)| c.registered_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|(_, c)| c.last_updated).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, c)| c.version).collect::<Vec<_>>())
 }
 
 async fn write_orders(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Error> {

@@ -162,24 +162,45 @@ async fn a_varied_day(stack: &mut Stack) {
     }
 }
 
-/// The whole log, in commit order.
+/// The whole log, in commit order. ReadAll stops before the oldest transaction still open
+/// anywhere on the server (another test's, say), so this waits until it returns every event.
 async fn the_records(stack: &Stack) -> Vec<pb::EventRecord> {
-    command_svc::store::EventStore::new(stack.write_pool.clone())
-        .read_all(command_svc::store::LogCursor::default(), 0, 10_000)
+    let store = command_svc::store::EventStore::new(stack.write_pool.clone());
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&stack.write_pool)
         .await
-        .unwrap()
-        .into_iter()
-        .map(command_svc::store::StoredEvent::into_record)
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let events = store
+            .read_all(command_svc::store::LogCursor::default(), 0, 10_000)
+            .await
+            .unwrap();
+        if events.len() as i64 == committed {
+            return events
+                .into_iter()
+                .map(command_svc::store::StoredEvent::into_record)
+                .collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ReadAll returned {} of {committed} events",
+            events.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn decoded(records: &[pb::EventRecord]) -> Vec<Event> {
+    records
+        .iter()
+        .map(|record| Event::try_from(record).unwrap())
         .collect()
 }
 
 /// The whole log as query-svc decodes it, in commit order.
 async fn the_log(stack: &Stack) -> Vec<Event> {
-    the_records(stack)
-        .await
-        .iter()
-        .map(|record| Event::try_from(record).unwrap())
-        .collect()
+    decoded(&the_records(stack).await)
 }
 
 /// The read tables after applying `records` event by event, as the projector does when a
@@ -234,8 +255,9 @@ async fn fold_in_pages(pool: &PgPool, events: &[Event], page: usize) {
 async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) {
     let mut stack = start(pool, false).await;
     a_varied_day(&mut stack).await;
-    let one_by_one = applied_one_by_one(the_records(&stack).await).await;
-    let log = the_log(&stack).await;
+    let records = the_records(&stack).await;
+    let log = decoded(&records);
+    let one_by_one = applied_one_by_one(records).await;
     assert!(log.len() > 40, "{} events", log.len());
 
     // Whole, and in small pages (orders and customers written by an earlier page are read
@@ -320,6 +342,88 @@ async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPo
     assert!(try_page(&mut conn, &log).await);
     assert_ne!(e2e::read_model_dump(&folded).await.unwrap(), empty);
     drop(conn);
+    folded.close().await;
+    database.drop_database().await.unwrap();
+}
+
+/// Two transactions create the same customer row at once (replicas share the consumer): one
+/// applies the registration, the other an order whose customer had no row when its page was
+/// read. The order's page merges into the registered row; it does not write over it.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool) {
+    let mut stack = start(pool, false).await;
+    a_varied_day(&mut stack).await;
+    let log = the_log(&stack).await;
+    let registered = log
+        .iter()
+        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id.to_string() == ADA)
+        .unwrap()
+        .clone();
+    let placed = log
+        .iter()
+        .find(|e| {
+            e.event_type == "OrderPlaced"
+                && e.payload_json.contains(ADA)
+                && e.aggregate_id.to_string() == order_id(1)
+        })
+        .unwrap()
+        .clone();
+    let database = TestDatabase::create().await.unwrap();
+    let folded = database.migrated_pool(&MIGRATOR, 4).await.unwrap();
+
+    // The registration is applied but not committed yet...
+    let mut registering = folded.begin().await.unwrap();
+    let mut batch = Batch::new(false);
+    assert!(
+        apply_page::try_apply(
+            &mut registering,
+            &mut batch,
+            std::slice::from_ref(&registered)
+        )
+        .await
+        .unwrap()
+        .is_some()
+    );
+    batch.flush(&mut registering).await.unwrap();
+    // ...when the order's page reads no customer row, and then waits on the one being created.
+    let ordering = tokio::spawn({
+        let folded = folded.clone();
+        async move {
+            let mut tx = folded.begin().await.unwrap();
+            let mut batch = Batch::new(false);
+            let applied = apply_page::try_apply(&mut tx, &mut batch, &[placed])
+                .await
+                .unwrap()
+                .is_some();
+            batch.flush(&mut tx).await.unwrap();
+            tx.commit().await.unwrap();
+            applied
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!ordering.is_finished(), "the order's page did not wait");
+    registering.commit().await.unwrap();
+    assert!(ordering.await.unwrap());
+
+    let (name, email, order_count, last_order, version): (
+        String,
+        String,
+        i32,
+        Option<uuid::Uuid>,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT name, email, order_count, last_order_id, version FROM customer_views
+             WHERE customer_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(ADA).unwrap())
+    .fetch_one(&folded)
+    .await
+    .unwrap();
+    assert_eq!(
+        (name.as_str(), email.as_str(), order_count, version),
+        ("Ada", "ada@example.com", 1, 1)
+    );
+    assert_eq!(last_order.map(|id| id.to_string()), Some(order_id(1)));
     folded.close().await;
     database.drop_database().await.unwrap();
 }
