@@ -19,7 +19,7 @@ use crate::{
         event::{Event, stream_key},
         order_view::OrderChanged,
     },
-    store::apply::{ApplyError, Batch, apply_event},
+    store::apply::{ApplyError, Batch, apply_event, is_transient},
 };
 
 /// command-svc's EventLogService, each call carrying query-svc's service token (role
@@ -232,7 +232,9 @@ async fn apply_one(
             savepoint.rollback().await?;
             Ok(Err(error))
         }
-        Err(ApplyError::Database(sqlx::Error::Database(error))) => {
+        Err(ApplyError::Database(sqlx::Error::Database(error)))
+            if !is_transient(error.as_ref()) =>
+        {
             savepoint.rollback().await?;
             Ok(Err(ProjectionError(format!(
                 "read database refused the event: {error}"
@@ -242,10 +244,10 @@ async fn apply_one(
     }
 }
 
-/// A constraint or data error repeats on every retry: the event's fault. A lost connection or
-/// a shutdown is not.
+/// A constraint or data error repeats on every retry: the event's fault. A lost connection, a
+/// shutdown or a transient refusal (a deadlock with another replica's batch) is not.
 fn is_event_fault(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(_))
+    matches!(error, sqlx::Error::Database(error) if !is_transient(error.as_ref()))
 }
 
 /// Whether the stream waits behind an unresolved dead letter; if so, counts `version` among the

@@ -43,6 +43,19 @@ pub async fn apply_event(
     Ok(changed)
 }
 
+/// Whether the database refused a statement for a reason that passes: a deadlock or a
+/// serialization failure (SQLSTATE class 40), a lock or statement timeout, a shutdown or
+/// cancel (57), too few resources (53), a lost connection (08). Retrying the batch later can
+/// succeed; any other refusal (a constraint, bad data) would repeat, and is the event's fault.
+pub fn is_transient(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.code().is_some_and(|code| {
+        ["40", "53", "57", "08"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || code == "55P03"
+    })
+}
+
 /// The bookkeeping of one transaction that applies events. It reads each touched stream's
 /// last applied version once and keeps it, and it collects what was applied. That is written
 /// by [`Batch::flush`] in three statements per batch rather than three per event. Call

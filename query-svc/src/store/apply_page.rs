@@ -44,7 +44,7 @@ pub async fn try_apply(
     let mut writes = conn.begin().await?;
     match write(&mut writes, &fold).await {
         Ok(()) => writes.commit().await?,
-        Err(sqlx::Error::Database(error)) => {
+        Err(sqlx::Error::Database(error)) if !super::apply::is_transient(error.as_ref()) => {
             tracing::debug!(%error, "page applied event by event");
             writes.rollback().await?;
             return Ok(None);

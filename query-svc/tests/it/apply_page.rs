@@ -427,3 +427,47 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
     folded.close().await;
     database.drop_database().await.unwrap();
 }
+
+/// A refusal that passes (here a lock timeout, as a deadlock would be) is no fault of the page:
+/// it is returned as an error, so the batch is tried again later, rather than sent event by
+/// event where it would be dead-lettered.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_lock_timeout_is_an_error_to_retry_not_a_page_to_send_back(pool: PgPool) {
+    let mut stack = start(pool, false).await;
+    a_varied_day(&mut stack).await;
+    let log = the_log(&stack).await;
+    let registered = log
+        .iter()
+        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id.to_string() == ADA)
+        .unwrap()
+        .clone();
+    let database = TestDatabase::create().await.unwrap();
+    let folded = database.migrated_pool(&MIGRATOR, 4).await.unwrap();
+
+    // Another transaction is creating the same customer row and does not finish.
+    let mut holding = folded.begin().await.unwrap();
+    let mut batch = Batch::new(false);
+    assert!(
+        apply_page::try_apply(&mut holding, &mut batch, std::slice::from_ref(&registered))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let mut tx = folded.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '200ms'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let error = apply_page::try_apply(&mut tx, &mut Batch::new(false), &[registered])
+        .await
+        .expect_err("a lock timeout is an error");
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("55P03"), "{error}");
+    drop(tx);
+    holding.rollback().await.unwrap();
+    folded.close().await;
+    database.drop_database().await.unwrap();
+}
