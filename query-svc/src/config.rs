@@ -60,6 +60,10 @@ pub struct Config {
     #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub projector_batch_size: u32,
 
+    /// Events a rebuild reads from command-svc and applies per transaction.
+    #[arg(long, env = "REBUILD_PAGE_SIZE", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub rebuild_page_size: u32,
+
     /// command-svc, read to fill holes in a stream (EventLogService.ReadStream).
     #[arg(
         long,

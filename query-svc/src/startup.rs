@@ -157,7 +157,13 @@ impl App {
             lag.clone(),
             progress.consuming.clone(),
             progress.notify_applied.clone(),
-            Rebuilder::new(self.pool.clone(), command_svc, lag, stop.clone()),
+            Rebuilder::new(
+                self.pool.clone(),
+                command_svc,
+                lag,
+                stop.clone(),
+                self.config.rebuild_page_size,
+            ),
         );
         let limit = self.config.max_request_bytes;
         let routes = routes

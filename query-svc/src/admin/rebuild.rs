@@ -27,8 +27,6 @@ use crate::{
     },
 };
 
-/// Events read and applied per rebuild transaction.
-const PAGE: u32 = 2_000;
 /// How long the swap may wait for readers holding the serving tables before it tries again.
 const SWAP_LOCK_TIMEOUT: &str = "5s";
 const SWAP_ATTEMPTS: u32 = 5;
@@ -47,6 +45,8 @@ pub struct Rebuilder {
     streams: Streams,
     lag: LagProbe,
     stop: CancellationToken,
+    /// Events read and applied per rebuild transaction.
+    page_size: u32,
 }
 
 impl Rebuilder {
@@ -56,6 +56,7 @@ impl Rebuilder {
         command_svc: EventLogClient,
         lag: LagProbe,
         stop: CancellationToken,
+        page_size: u32,
     ) -> Self {
         Self {
             pool,
@@ -63,6 +64,7 @@ impl Rebuilder {
             command_svc,
             lag,
             stop,
+            page_size,
         }
     }
 
@@ -118,20 +120,34 @@ impl Rebuilder {
 
     async fn run(&self, conn: &mut PgConnection, generation: i32) -> Result<(), AdminError> {
         let mut cursor = None;
-        // Catch up in the background, one page per transaction.
+        // Catch up in the background, one page per transaction, reading the next page from
+        // command-svc while the last one is applied.
+        let mut records = self.read_page(cursor).await?;
         loop {
+            let full = records.len() == self.page_size as usize;
+            let after = records.last().map(cursor_of).or(cursor);
             let mut tx = conn.begin().await?;
             generations::write_to_rebuild(&mut tx).await?;
-            let page = self.apply_page(&mut tx, &mut cursor).await?;
-            let position = cursor.as_ref().map_or(0, |c: &pb::LogCursor| {
-                i64::try_from(c.global_position).unwrap_or(i64::MAX)
-            });
+            let read_next = async {
+                if full {
+                    self.read_page(after).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let (page, next) = tokio::join!(self.apply_records(&mut tx, &records), read_next);
+            let page = page?;
+            cursor = after;
+            let position = cursor
+                .as_ref()
+                .map_or(0, |c| i64::try_from(c.global_position).unwrap_or(i64::MAX));
             let target = self.head_position().await;
             generations::record_rebuild_progress(&mut tx, READ_MODEL, position, target).await?;
             tx.commit().await?;
             count_dead_letters(page.dead_lettered);
-            if page.read < PAGE as usize {
-                break;
+            match next? {
+                Some(next) => records = next,
+                None => break,
             }
         }
         // Caught up: the last stretch and the swap, in one transaction.
@@ -177,7 +193,7 @@ impl Rebuilder {
         loop {
             let page = self.apply_page(&mut tx, &mut last_stretch).await?;
             dead_lettered += page.dead_lettered;
-            if page.read < PAGE as usize {
+            if page.read < self.page_size as usize {
                 break;
             }
         }
@@ -194,7 +210,20 @@ impl Rebuilder {
         conn: &mut PgConnection,
         cursor: &mut Option<pb::LogCursor>,
     ) -> Result<Page, AdminError> {
-        let start = Some(match *cursor {
+        let records = self.read_page(*cursor).await?;
+        let page = self.apply_records(conn, &records).await?;
+        if let Some(last) = records.last() {
+            *cursor = Some(cursor_of(last));
+        }
+        Ok(page)
+    }
+
+    /// Up to a page of the log after `after` (from the start if None), in commit order.
+    async fn read_page(
+        &self,
+        after: Option<pb::LogCursor>,
+    ) -> Result<Vec<pb::EventRecord>, AdminError> {
+        let start = Some(match after {
             Some(after) => Start::After(after),
             None => Start::FromPosition(0),
         });
@@ -203,28 +232,30 @@ impl Rebuilder {
             .clone()
             .read_all(pb::ReadAllRequest {
                 start,
-                max_count: PAGE,
+                max_count: self.page_size,
                 follow: false,
             })
             .await
             .map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?
             .into_inner();
-        let mut records = Vec::with_capacity(PAGE as usize);
+        let mut records = Vec::with_capacity(self.page_size as usize);
         while let Some(record) = events.next().await {
             records.push(
                 record.map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?,
             );
         }
-        let Some(last) = records.last() else {
-            return Ok(Page::default());
-        };
-        let last = pb::LogCursor {
-            transaction_id: last.transaction_id,
-            global_position: last.global_position,
-        };
-        // Read in commit order, so every stream arrives in version order. Folded and written
-        // at once when the whole page fits; otherwise event by event, where a failure is
-        // dead-lettered at once (there is no redelivery here), hence savepoints.
+        Ok(records)
+    }
+
+    /// Applies a page read from the log (in commit order, so every stream arrives in version
+    /// order). Folded and written at once when the whole page fits; otherwise event by event,
+    /// where a failure is dead-lettered at once (there is no redelivery here), hence
+    /// savepoints.
+    async fn apply_records(
+        &self,
+        conn: &mut PgConnection,
+        records: &[pb::EventRecord],
+    ) -> Result<Page, AdminError> {
         let mut bookkeeping = Batch::new(true);
         let decoded: Option<Vec<Event>> = records
             .iter()
@@ -237,19 +268,26 @@ impl Rebuilder {
             None => false,
         };
         if !folded {
-            for record in &records {
+            for record in records {
                 self.streams
                     .apply(conn, &mut bookkeeping, record, 1, 1)
                     .await
                     .map_err(AdminError::from)?;
             }
         }
-        *cursor = Some(last);
         bookkeeping.flush(conn).await?;
         Ok(Page {
             read: records.len(),
             dead_lettered: bookkeeping.dead_lettered,
         })
+    }
+}
+
+/// Where the log continues after `record`.
+fn cursor_of(record: &pb::EventRecord) -> pb::LogCursor {
+    pb::LogCursor {
+        transaction_id: record.transaction_id,
+        global_position: record.global_position,
     }
 }
 

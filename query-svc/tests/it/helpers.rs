@@ -114,6 +114,9 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
         stream.subject_prefix.clone(),
         "--command-svc-url".into(),
         format!("http://{command_addr}"),
+        // Rebuilds here read many pages (and the swap's last stretch more than one).
+        "--rebuild-page-size".into(),
+        "7".into(),
     ];
     let query_app = query_svc::startup::App::with_pool(
         query_svc::config::Config::parse_from(query_args),
