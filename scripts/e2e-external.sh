@@ -37,11 +37,18 @@ PY
 }
 trap cleanup EXIT
 
-export LOG_FORMAT=pretty RUST_LOG=warn NATS_URL NATS_STREAM="$stream" NATS_SUBJECT_PREFIX="$prefix"
+# The services log to files, at a level that shows each relay and projector batch; a failed run
+# prints their ends and what the database is waiting on, so a stall can be told apart from a
+# failure.
+logs="target/e2e-external"
+mkdir -p "$logs"
+export LOG_FORMAT=pretty NATS_URL NATS_STREAM="$stream" NATS_SUBJECT_PREFIX="$prefix"
 export AUTH_DISABLED=true
-GRPC_ADDR="$command_addr" DATABASE_URL="$PG/$write_db" RELAY_POLL_INTERVAL=50ms target/debug/command-svc &
+RUST_LOG=info,command_svc::relay=debug GRPC_ADDR="$command_addr" DATABASE_URL="$PG/$write_db" \
+  RELAY_POLL_INTERVAL=50ms target/debug/command-svc > "$logs/command-svc.log" 2>&1 &
 pids+=($!)
-GRPC_ADDR="$query_addr" DATABASE_URL="$PG/$read_db" COMMAND_SVC_URL="http://$command_addr" target/debug/query-svc &
+RUST_LOG=info,query_svc::projector=debug GRPC_ADDR="$query_addr" DATABASE_URL="$PG/$read_db" \
+  COMMAND_SVC_URL="http://$command_addr" target/debug/query-svc > "$logs/query-svc.log" 2>&1 &
 pids+=($!)
 for binary_addr in "command-svc $command_addr" "query-svc $query_addr"; do
   set -- $binary_addr
@@ -52,5 +59,17 @@ for binary_addr in "command-svc $command_addr" "query-svc $query_addr"; do
   GRPC_ADDR="$2" "target/debug/$1" --probe || { echo "$1 did not become SERVING" >&2; exit 1; }
 done
 
+status=0
 E2E_COMMAND_SVC_URL="http://$command_addr" E2E_QUERY_SVC_URL="http://$query_addr" \
-  cargo nextest run -p e2e --test scenarios --no-fail-fast
+  cargo nextest run -p e2e --test scenarios --no-fail-fast || status=$?
+if [ "$status" != 0 ]; then
+  for service in command-svc query-svc; do
+    echo "--- last lines of $service's log ($logs/$service.log)" >&2
+    tail -n 60 "$logs/$service.log" >&2
+  done
+  echo "--- transactions open on the server now" >&2
+  psql "$PG/postgres" -c "SELECT pid, datname, state, now() - xact_start AS open_for, backend_xid,
+      wait_event_type, wait_event, left(query, 60) AS query
+    FROM pg_stat_activity WHERE xact_start IS NOT NULL ORDER BY xact_start" >&2 || true
+fi
+exit "$status"

@@ -301,6 +301,11 @@ pub async fn apply_records(
                 tx.commit().await?;
                 drop(spans);
                 let checkpoint = events.iter().map(|e| e.global_position).max();
+                tracing::debug!(
+                    events = events.len(),
+                    ?checkpoint,
+                    "batch folded and committed"
+                );
                 count_committed(records.len(), events.len(), 0, &bookkeeping, checkpoint);
                 return Ok((records.len(), changes));
             }
@@ -339,6 +344,14 @@ pub async fn apply_records(
     bookkeeping.flush(&mut tx).await?;
     tx.commit().await?;
     drop(spans);
+    tracing::debug!(
+        events = records.len(),
+        applied,
+        done,
+        careful,
+        ?checkpoint,
+        "batch applied event by event and committed"
+    );
     count_committed(
         records.len(),
         applied,
