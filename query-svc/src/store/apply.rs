@@ -404,21 +404,13 @@ async fn add_figures(
     let (last_order_id, last_order_at) = customer.placed.unzip();
     // A customer row normally exists (an order needs a registered customer); if the
     // registration has not been applied yet, the row starts empty and registration fills it.
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH sales AS (
              INSERT INTO daily_sales AS d (tenant_id, day, orders, confirmed, cancelled,
                  delivered, gross_cents, discount_cents, paid_cents, refunded_cents, items_sold)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE $12
-             ON CONFLICT (tenant_id, day) DO UPDATE SET
-                 orders = d.orders + EXCLUDED.orders,
-                 confirmed = d.confirmed + EXCLUDED.confirmed,
-                 cancelled = d.cancelled + EXCLUDED.cancelled,
-                 delivered = d.delivered + EXCLUDED.delivered,
-                 gross_cents = d.gross_cents + EXCLUDED.gross_cents,
-                 discount_cents = d.discount_cents + EXCLUDED.discount_cents,
-                 paid_cents = d.paid_cents + EXCLUDED.paid_cents,
-                 refunded_cents = d.refunded_cents + EXCLUDED.refunded_cents,
-                 items_sold = d.items_sold + EXCLUDED.items_sold),
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE $12",
+        add_to_daily_sales!(),
+        "),
          items AS (
              INSERT INTO daily_item_sales AS i (tenant_id, day, name, quantity, revenue_cents)
              SELECT $1, $2, n, q, r
@@ -430,16 +422,9 @@ async fn add_figures(
              cancelled_order_count, lifetime_spend_cents, last_order_id, last_order_at,
              last_updated)
          SELECT $1, $16, '', '', $17, $18, $19, $20, $21, $22 WHERE $23
-         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
-             order_count = c.order_count + EXCLUDED.order_count,
-             cancelled_order_count = c.cancelled_order_count + EXCLUDED.cancelled_order_count,
-             lifetime_spend_cents = c.lifetime_spend_cents + EXCLUDED.lifetime_spend_cents,
-             last_order_id = CASE WHEN EXCLUDED.last_order_at IS NOT NULL
-                                   AND (c.last_order_at IS NULL OR EXCLUDED.last_order_at >= c.last_order_at)
-                                  THEN EXCLUDED.last_order_id ELSE c.last_order_id END,
-             last_order_at = GREATEST(c.last_order_at, EXCLUDED.last_order_at),
-             last_updated = GREATEST(c.last_updated, EXCLUDED.last_updated)",
-    )
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET",
+        add_customer_figures!()
+    ))
     .bind(tenant)
     .bind(day)
     .bind(sales.orders)

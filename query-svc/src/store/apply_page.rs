@@ -262,16 +262,8 @@ async fn write_customers(conn: &mut PgConnection, fold: &PageFold) -> Result<(),
              email = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.email ELSE c.email END,
              registered_at = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.registered_at
                                   ELSE c.registered_at END,
-             version = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.version ELSE c.version END,
-             order_count = c.order_count + EXCLUDED.order_count,
-             cancelled_order_count = c.cancelled_order_count + EXCLUDED.cancelled_order_count,
-             lifetime_spend_cents = c.lifetime_spend_cents + EXCLUDED.lifetime_spend_cents,
-             last_order_id = CASE WHEN EXCLUDED.last_order_at IS NOT NULL
-                                   AND (c.last_order_at IS NULL
-                                        OR EXCLUDED.last_order_at >= c.last_order_at)
-                                  THEN EXCLUDED.last_order_id ELSE c.last_order_id END,
-             last_order_at = GREATEST(c.last_order_at, EXCLUDED.last_order_at),
-             last_updated = GREATEST(c.last_updated, EXCLUDED.last_updated)"
+             version = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.version ELSE c.version END,",
+            add_customer_figures!()
         ));
         bind_customers(query, &customer_rows(fold, &created))
             .execute(&mut *conn)
@@ -506,23 +498,14 @@ async fn write_timeline(conn: &mut PgConnection, fold: &PageFold) -> Result<(), 
 async fn write_sales(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Error> {
     if !fold.sales.is_empty() {
         let rows: Vec<_> = fold.sales.iter().collect();
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO daily_sales AS d (tenant_id, day, orders, confirmed, cancelled,
                  delivered, gross_cents, discount_cents, paid_cents, refunded_cents, items_sold)
              SELECT * FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::bigint[],
                  $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
-                 $10::bigint[], $11::bigint[])
-             ON CONFLICT (tenant_id, day) DO UPDATE SET
-                 orders = d.orders + EXCLUDED.orders,
-                 confirmed = d.confirmed + EXCLUDED.confirmed,
-                 cancelled = d.cancelled + EXCLUDED.cancelled,
-                 delivered = d.delivered + EXCLUDED.delivered,
-                 gross_cents = d.gross_cents + EXCLUDED.gross_cents,
-                 discount_cents = d.discount_cents + EXCLUDED.discount_cents,
-                 paid_cents = d.paid_cents + EXCLUDED.paid_cents,
-                 refunded_cents = d.refunded_cents + EXCLUDED.refunded_cents,
-                 items_sold = d.items_sold + EXCLUDED.items_sold",
-        )
+                 $10::bigint[], $11::bigint[])",
+            add_to_daily_sales!()
+        ))
         .bind(rows.iter().map(|((t, _), _)| *t).collect::<Vec<_>>())
         .bind(rows.iter().map(|((_, d), _)| *d).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, f)| f.orders).collect::<Vec<_>>())

@@ -12,7 +12,7 @@ use shared::{
     auth::ServiceToken,
     proto::v1::{self as pb, event_log_service_client::EventLogServiceClient},
 };
-use sqlx::{Connection as _, PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 use tonic::transport::Channel;
 
 use crate::helpers::{Stack, start};
@@ -346,6 +346,29 @@ async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPo
     database.drop_database().await.unwrap();
 }
 
+/// Ada's registration, from `log`.
+fn ada_registered(log: &[Event]) -> Event {
+    log.iter()
+        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id.to_string() == ADA)
+        .unwrap()
+        .clone()
+}
+
+/// Applies `events` as one page in a transaction left open, as another replica's batch would
+/// be while the test goes on.
+async fn applied_uncommitted(pool: &PgPool, events: &[Event]) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    let mut batch = Batch::new(false);
+    assert!(
+        apply_page::try_apply(&mut tx, &mut batch, events)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    batch.flush(&mut tx).await.unwrap();
+    tx
+}
+
 /// Two transactions create the same customer row at once (replicas share the consumer): one
 /// applies the registration, the other an order whose customer had no row when its page was
 /// read. The order's page merges into the registered row; it does not write over it.
@@ -354,11 +377,6 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
     let mut stack = start(pool, false).await;
     a_varied_day(&mut stack).await;
     let log = the_log(&stack).await;
-    let registered = log
-        .iter()
-        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id.to_string() == ADA)
-        .unwrap()
-        .clone();
     let placed = log
         .iter()
         .find(|e| {
@@ -372,19 +390,7 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
     let folded = database.migrated_pool(&MIGRATOR, 4).await.unwrap();
 
     // The registration is applied but not committed yet...
-    let mut registering = folded.begin().await.unwrap();
-    let mut batch = Batch::new(false);
-    assert!(
-        apply_page::try_apply(
-            &mut registering,
-            &mut batch,
-            std::slice::from_ref(&registered)
-        )
-        .await
-        .unwrap()
-        .is_some()
-    );
-    batch.flush(&mut registering).await.unwrap();
+    let registering = applied_uncommitted(&folded, &[ada_registered(&log)]).await;
     // ...when the order's page reads no customer row, and then waits on the one being created.
     let ordering = tokio::spawn({
         let folded = folded.clone();
@@ -435,24 +441,12 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
 async fn a_lock_timeout_is_an_error_to_retry_not_a_page_to_send_back(pool: PgPool) {
     let mut stack = start(pool, false).await;
     a_varied_day(&mut stack).await;
-    let log = the_log(&stack).await;
-    let registered = log
-        .iter()
-        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id.to_string() == ADA)
-        .unwrap()
-        .clone();
+    let registered = ada_registered(&the_log(&stack).await);
     let database = TestDatabase::create().await.unwrap();
     let folded = database.migrated_pool(&MIGRATOR, 4).await.unwrap();
 
     // Another transaction is creating the same customer row and does not finish.
-    let mut holding = folded.begin().await.unwrap();
-    let mut batch = Batch::new(false);
-    assert!(
-        apply_page::try_apply(&mut holding, &mut batch, std::slice::from_ref(&registered))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let holding = applied_uncommitted(&folded, std::slice::from_ref(&registered)).await;
     let mut tx = folded.begin().await.unwrap();
     sqlx::query("SET LOCAL lock_timeout = '200ms'")
         .execute(&mut *tx)
