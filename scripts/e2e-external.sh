@@ -8,34 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG="postgres://postgres@127.0.0.1:5432"
-NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 run_id="e2e_ext_$(date +%s)_$$"
-write_db="${run_id}_write"
-read_db="${run_id}_read"
-stream="$(echo "${run_id}" | tr '[:lower:]' '[:upper:]')"
+# shellcheck source=lib/local-stack.sh
+source scripts/lib/local-stack.sh
 prefix="e2e.${run_id}"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-command_addr="127.0.0.1:$(free_port)"
-query_addr="127.0.0.1:$(free_port)"
-
-for db in "$write_db" "$read_db"; do psql "$PG/postgres" -qc "CREATE DATABASE $db"; done
-pids=()
-cleanup() {
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
-  for db in "$write_db" "$read_db"; do psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
-  # The stream the relay made: deleted through the JetStream API (no nats CLI needed).
-  python3 - "$NATS_URL" "$stream" <<'PY' || true
-import socket, sys, urllib.parse
-url = urllib.parse.urlparse(sys.argv[1])
-with socket.create_connection((url.hostname, url.port or 4222), timeout=5) as s:
-    s.recv(4096)
-    s.sendall(f"CONNECT {{}}\r\nPUB $JS.API.STREAM.DELETE.{sys.argv[2]} 0\r\n\r\nPING\r\n".encode())
-    s.recv(4096)
-PY
-}
-trap cleanup EXIT
 
 # The services log to files, at a level that shows each relay and projector batch; a failed run
 # prints their ends and what the database is waiting on, so a stall can be told apart from a
@@ -50,14 +26,7 @@ pids+=($!)
 RUST_LOG=info,query_svc::projector=debug GRPC_ADDR="$query_addr" DATABASE_URL="$PG/$read_db" \
   COMMAND_SVC_URL="http://$command_addr" target/debug/query-svc > "$logs/query-svc.log" 2>&1 &
 pids+=($!)
-for binary_addr in "command-svc $command_addr" "query-svc $query_addr"; do
-  set -- $binary_addr
-  for _ in $(seq 1 150); do
-    GRPC_ADDR="$2" "target/debug/$1" --probe && break
-    sleep 0.2
-  done
-  GRPC_ADDR="$2" "target/debug/$1" --probe || { echo "$1 did not become SERVING" >&2; exit 1; }
-done
+wait_serving target/debug
 
 status=0
 E2E_COMMAND_SVC_URL="http://$command_addr" E2E_QUERY_SVC_URL="http://$query_addr" \

@@ -17,34 +17,11 @@ every="${SOAK_SAMPLE_SECS:-30}"
 scripts/setup.sh
 cargo build --release --workspace --bins
 
-PG="postgres://postgres@127.0.0.1:5432"
-NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 run_id="soak_$(date +%s)_$$"
-write_db="${run_id}_write"
-read_db="${run_id}_read"
-stream="$(echo "${run_id}" | tr '[:lower:]' '[:upper:]')"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-command_addr="127.0.0.1:$(free_port)"
-query_addr="127.0.0.1:$(free_port)"
+# shellcheck source=lib/local-stack.sh
+source scripts/lib/local-stack.sh
 out="target/soak"
 mkdir -p "$out"
-
-for db in "$write_db" "$read_db"; do psql "$PG/postgres" -qc "CREATE DATABASE $db"; done
-pids=()
-cleanup() {
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
-  for db in "$write_db" "$read_db"; do psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
-  python3 - "$NATS_URL" "$stream" <<'PY' || true
-import socket, sys, urllib.parse
-url = urllib.parse.urlparse(sys.argv[1])
-with socket.create_connection((url.hostname, url.port or 4222), timeout=5) as s:
-    s.recv(4096)
-    s.sendall(f"CONNECT {{}}\r\nPUB $JS.API.STREAM.DELETE.{sys.argv[2]} 0\r\n\r\nPING\r\n".encode())
-    s.recv(4096)
-PY
-}
-trap cleanup EXIT
 
 export LOG_FORMAT=json RUST_LOG=warn NATS_URL NATS_STREAM="$stream" NATS_SUBJECT_PREFIX="soak.${run_id}"
 export AUTH_DISABLED=true METRICS_ADDR=off
@@ -56,14 +33,7 @@ GRPC_ADDR="$query_addr" DATABASE_URL="$PG/$read_db?sslmode=disable" COMMAND_SVC_
   target/release/query-svc > "$out/query-svc.log" 2>&1 &
 query_pid=$!
 pids+=("$query_pid")
-for binary_addr in "command-svc $command_addr" "query-svc $query_addr"; do
-  set -- $binary_addr
-  for _ in $(seq 1 150); do
-    GRPC_ADDR="$2" "target/release/$1" --probe && break
-    sleep 0.2
-  done
-  GRPC_ADDR="$2" "target/release/$1" --probe || { echo "$1 did not become SERVING" >&2; exit 1; }
-done
+wait_serving target/release
 
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 start=$(date +%s)
