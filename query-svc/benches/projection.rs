@@ -35,7 +35,10 @@ use query_svc::{
         timeline,
     },
     projector::{Delivery, apply_records, streams::Streams},
-    store::MIGRATOR,
+    store::{
+        MIGRATOR,
+        watermark::{self, LogPoint},
+    },
 };
 use serde::Deserialize;
 use shared::{
@@ -322,23 +325,26 @@ async fn bench_database() -> (TestDatabase, PgPool) {
     (database, pool)
 }
 
+/// The projection's watermark: where the next batch's records follow on.
+async fn after_watermark(pool: &PgPool) -> LogPoint {
+    let mut conn = pool.acquire().await.unwrap();
+    watermark::load(&mut conn).await.unwrap()
+}
+
 /// Applies `records` as the projector applies a batch (without savepoints, the fast path).
 /// Every record must be applied (not skipped as a duplicate, held or retried), or the
 /// benchmark would time less work than it claims.
 async fn apply_batch(pool: &PgPool, streams: &Streams, records: Vec<pb::EventRecord>) {
     let count = records.len();
-    let records: Vec<_> = records
-        .into_iter()
-        .map(|r| Delivery {
-            record: Some(r),
-            attempts: 1,
-            trace_parent: None,
-        })
-        .collect();
-    let (done, _) = apply_records(pool, streams, &records, false)
+    let after = after_watermark(pool).await;
+    let records = Delivery::read_from_log(after, records);
+    let outcome = apply_records(pool, streams, &records, false)
         .await
         .expect("applying the batch");
-    assert_eq!(done, count, "not every record of the batch was applied");
+    assert_eq!(
+        outcome.applied, count,
+        "not every record of the batch was applied"
+    );
 }
 
 fn postgres(c: &mut Criterion) {

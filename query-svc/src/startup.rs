@@ -156,7 +156,6 @@ impl App {
             Streams::new(command_svc.clone()),
             lag.clone(),
             progress.consuming.clone(),
-            progress.notify_applied.clone(),
             Rebuilder::new(
                 self.pool.clone(),
                 command_svc,

@@ -42,6 +42,11 @@ pub mod headers {
     pub const VERSION: &str = "Es-Version";
     pub const POSITION: &str = "Es-Pos";
     pub const TRANSACTION_ID: &str = "Es-Txid";
+    /// `Es-Prev-Txid`/`Es-Prev-Pos`: the event published just before this one, in the relay's
+    /// commit order (`0`/`0` before the first). A consumer that has applied exactly that event
+    /// knows it has missed nothing in between; any other value is a gap to fill from the log.
+    pub const PREVIOUS_TRANSACTION_ID: &str = "Es-Prev-Txid";
+    pub const PREVIOUS_POSITION: &str = "Es-Prev-Pos";
     pub const EVENT_TYPE: &str = "Es-Type";
     pub const SCHEMA_VERSION: &str = "Es-Schema-Version";
     pub const CONTENT_TYPE: &str = "Content-Type";

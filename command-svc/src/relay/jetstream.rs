@@ -138,6 +138,8 @@ impl Publisher {
     ) -> Result<(), RelayError> {
         let timeout = self.settings.publish_timeout;
         let mut pending = Vec::with_capacity(batch.len());
+        // Each message names the one before it, so a consumer can tell a gap from a neighbour.
+        let mut previous = *cursor;
         for (expected, event) in (*last_sequence..).zip(batch) {
             let subject = event_subject(
                 &self.settings.subject_prefix,
@@ -159,8 +161,9 @@ impl Publisher {
             let appended_in =
                 TraceParent::from_header(event.metadata.get(TRACEPARENT).and_then(|v| v.as_str()));
             let context = trace_context::start_span(&span, appended_in);
-            let mut headers = event_headers(event);
+            let mut headers = event_headers(event, previous);
             headers.insert(TRACEPARENT, context.to_string());
+            previous = event.cursor();
             let message = PublishMessage::build()
                 .headers(headers)
                 .expected_last_sequence(expected)
@@ -227,7 +230,7 @@ async fn drain(
     first_error
 }
 
-fn event_headers(event: &StoredEvent) -> HeaderMap {
+fn event_headers(event: &StoredEvent, previous: LogCursor) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.insert(headers::EVENT_ID, event.event_id.to_string());
     map.insert(headers::TENANT, event.tenant_id.to_string());
@@ -235,6 +238,14 @@ fn event_headers(event: &StoredEvent) -> HeaderMap {
     map.insert(headers::VERSION, event.stream_version.to_string());
     map.insert(headers::POSITION, event.global_position.to_string());
     map.insert(headers::TRANSACTION_ID, event.transaction_id.0.to_string());
+    map.insert(
+        headers::PREVIOUS_TRANSACTION_ID,
+        previous.transaction_id.0.to_string(),
+    );
+    map.insert(
+        headers::PREVIOUS_POSITION,
+        previous.global_position.to_string(),
+    );
     map.insert(headers::EVENT_TYPE, event.event_type.as_str());
     map.insert(headers::SCHEMA_VERSION, event.schema_version.to_string());
     map.insert(headers::CONTENT_TYPE, headers::EVENT_RECORD_CONTENT_TYPE);
@@ -275,8 +286,23 @@ mod tests {
             metadata: serde_json::json!({}),
             recorded_at: Utc::now(),
         };
-        let map = event_headers(&event);
+        let previous = LogCursor {
+            transaction_id: Xid8(9_000_000_000),
+            global_position: 40,
+        };
+        let map = event_headers(&event, previous);
         assert_eq!(cursor_from_headers(&map), Some(event.cursor()));
+        assert_eq!(
+            map.get(headers::PREVIOUS_TRANSACTION_ID)
+                .map(|v| v.as_str().to_owned()),
+            Some("9000000000".into()),
+            "the message names the event published before it"
+        );
+        assert_eq!(
+            map.get(headers::PREVIOUS_POSITION)
+                .map(|v| v.as_str().to_owned()),
+            Some("40".into())
+        );
         assert_eq!(
             map.get(headers::EVENT_ID).map(|v| v.as_str().to_owned()),
             Some(Uuid::from_u128(7).to_string()),

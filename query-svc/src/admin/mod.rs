@@ -84,7 +84,6 @@ pub struct Admin {
     streams: Streams,
     lag: LagProbe,
     consuming: watch::Receiver<bool>,
-    notify_applied: watch::Sender<u64>,
     rebuilder: Rebuilder,
 }
 
@@ -94,7 +93,6 @@ impl Admin {
         streams: Streams,
         lag: LagProbe,
         consuming: watch::Receiver<bool>,
-        notify_applied: watch::Sender<u64>,
         rebuilder: Rebuilder,
     ) -> Self {
         Self {
@@ -102,7 +100,6 @@ impl Admin {
             streams,
             lag,
             consuming,
-            notify_applied,
             rebuilder,
         }
     }
@@ -173,7 +170,6 @@ impl Admin {
         match dead_letters::pending_at(&mut tx, &stream, version, tenant).await? {
             None => {
                 tx.commit().await?;
-                self.notify_applied.send_modify(|n| *n += 1);
                 tracing::info!(id, event_id = %dead.event_id, "dead letter retried and applied");
                 Ok(Retried::Applied)
             }
@@ -191,8 +187,9 @@ impl Admin {
         }
     }
 
-    /// Gives up on a dead-lettered event: its stream continues after it. Its position counts as
-    /// passed for read-your-writes, since waiting for it would never end.
+    /// Gives up on a dead-lettered event: its stream continues after it. (Its position is under
+    /// the watermark already, or will be once the projector reaches it: a dead letter never
+    /// holds the watermark back.)
     pub async fn skip(&self, id: i64, reason: &str) -> Result<(), AdminError> {
         let mut tx = self.pool.begin().await?;
         generations::hold_serving(&mut tx).await?;
@@ -204,19 +201,12 @@ impl Admin {
         };
         dead_letters::resolve(&mut tx, id, "SKIPPED", Some(reason)).await?;
         set_last_version(&mut tx, tenant, &stream, version).await?;
-        sqlx::query(
-            "INSERT INTO applied_events (global_position) VALUES ($1) ON CONFLICT DO NOTHING",
-        )
-        .bind(dead.global_position)
-        .execute(&mut *tx)
-        .await?;
         let mut bookkeeping = Batch::new(true);
         self.streams
             .catch_up(&mut tx, &mut bookkeeping, &record)
             .await?;
         bookkeeping.flush(&mut tx).await?;
         tx.commit().await?;
-        self.notify_applied.send_modify(|n| *n += 1);
         tracing::warn!(id, event_id = %dead.event_id, reason, "dead letter skipped");
         Ok(())
     }

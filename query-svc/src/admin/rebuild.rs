@@ -7,23 +7,26 @@
 //! end into the new generation. Every event the serving generation had applied came through
 //! NATS, and the relay publishes only what ReadAll already returns, so the new generation has
 //! it too. Events it has that the serving one had not yet applied arrive from NATS afterwards
-//! and are skipped as duplicates by the new generation's stream_progress.
+//! and are at or below the new generation's watermark: done already.
+//!
+//! The rebuild applies each page through the projector's own code ([`run::apply_in_order`]),
+//! as a run that follows the rebuild's watermark: the same rules, the same fold.
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use shared::proto::v1::{self as pb, read_all_request::Start};
+use shared::proto::v1 as pb;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{AdminError, lag::LagProbe};
 use crate::{
-    projection::event::Event,
-    projector::streams::{EventLogClient, Streams},
+    projector::{
+        Delivery, run,
+        streams::{EventLogClient, Streams},
+    },
     store::{
-        apply::Batch,
-        apply_page,
         generations::{self, READ_MODEL},
+        watermark::LogPoint,
     },
 };
 
@@ -41,7 +44,6 @@ pub struct RebuildStarted {
 #[derive(Debug, Clone)]
 pub struct Rebuilder {
     pool: PgPool,
-    command_svc: EventLogClient,
     streams: Streams,
     lag: LagProbe,
     stop: CancellationToken,
@@ -60,8 +62,7 @@ impl Rebuilder {
     ) -> Self {
         Self {
             pool,
-            streams: Streams::new(command_svc.clone()),
-            command_svc,
+            streams: Streams::new(command_svc),
             lag,
             stop,
             page_size,
@@ -119,13 +120,13 @@ impl Rebuilder {
     }
 
     async fn run(&self, conn: &mut PgConnection, generation: i32) -> Result<(), AdminError> {
-        let mut cursor = None;
+        let mut cursor = LogPoint::default();
         // Catch up in the background, one page per transaction, reading the next page from
         // command-svc while the last one is applied.
         let mut records = self.read_page(cursor).await?;
         loop {
             let full = records.len() == self.page_size as usize;
-            let after = records.last().map(cursor_of).or(cursor);
+            let after = records.last().map_or(cursor, LogPoint::of);
             let mut tx = conn.begin().await?;
             generations::write_to_rebuild(&mut tx).await?;
             let read_next = async {
@@ -135,14 +136,18 @@ impl Rebuilder {
                     Ok(None)
                 }
             };
-            let (page, next) = tokio::join!(self.apply_records(&mut tx, &records), read_next);
+            let (page, next) =
+                tokio::join!(self.apply_records(&mut tx, cursor, records), read_next);
             let page = page?;
             cursor = after;
-            let position = cursor
-                .as_ref()
-                .map_or(0, |c| i64::try_from(c.global_position).unwrap_or(i64::MAX));
             let target = self.head_position().await;
-            generations::record_rebuild_progress(&mut tx, READ_MODEL, position, target).await?;
+            generations::record_rebuild_progress(
+                &mut tx,
+                READ_MODEL,
+                cursor.global_position,
+                target,
+            )
+            .await?;
             tx.commit().await?;
             count_dead_letters(page.dead_lettered);
             match next? {
@@ -177,7 +182,7 @@ impl Rebuilder {
     async fn swap(
         &self,
         conn: &mut PgConnection,
-        cursor: &mut Option<pb::LogCursor>,
+        cursor: &mut LogPoint,
         generation: i32,
     ) -> Result<String, AdminError> {
         let mut tx = conn.begin().await?;
@@ -208,86 +213,40 @@ impl Rebuilder {
     async fn apply_page(
         &self,
         conn: &mut PgConnection,
-        cursor: &mut Option<pb::LogCursor>,
+        cursor: &mut LogPoint,
     ) -> Result<Page, AdminError> {
         let records = self.read_page(*cursor).await?;
-        let page = self.apply_records(conn, &records).await?;
-        if let Some(last) = records.last() {
-            *cursor = Some(cursor_of(last));
-        }
+        let after = records.last().map_or(*cursor, LogPoint::of);
+        let page = self.apply_records(conn, *cursor, records).await?;
+        *cursor = after;
         Ok(page)
     }
 
-    /// Up to a page of the log after `after` (from the start if None), in commit order.
-    async fn read_page(
-        &self,
-        after: Option<pb::LogCursor>,
-    ) -> Result<Vec<pb::EventRecord>, AdminError> {
-        let start = Some(match after {
-            Some(after) => Start::After(after),
-            None => Start::FromPosition(0),
-        });
-        let mut events = self
-            .command_svc
-            .clone()
-            .read_all(pb::ReadAllRequest {
-                start,
-                max_count: self.page_size,
-                follow: false,
-            })
-            .await
-            .map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?
-            .into_inner();
-        let mut records = Vec::with_capacity(self.page_size as usize);
-        while let Some(record) = events.next().await {
-            records.push(
-                record.map_err(|status| AdminError::CommandSvc(status.message().to_owned()))?,
-            );
-        }
-        Ok(records)
+    /// Up to a page of the log after `after`, in commit order.
+    async fn read_page(&self, after: LogPoint) -> Result<Vec<pb::EventRecord>, AdminError> {
+        Ok(self.streams.read_log(after, self.page_size).await?)
     }
 
-    /// Applies a page read from the log (in commit order, so every stream arrives in version
-    /// order). Folded and written at once when the whole page fits; otherwise event by event,
-    /// where a failure is dead-lettered at once (there is no redelivery here), hence
-    /// savepoints.
+    /// Applies a page read from the log after `after` as the projector applies a batch: a run
+    /// after the rebuild's watermark, folded when it fits, else event by event with
+    /// savepoints, where a failure is dead-lettered at once (nothing redelivers it).
     async fn apply_records(
         &self,
         conn: &mut PgConnection,
-        records: &[pb::EventRecord],
+        after: LogPoint,
+        records: Vec<pb::EventRecord>,
     ) -> Result<Page, AdminError> {
-        let mut bookkeeping = Batch::new(true);
-        let decoded: Option<Vec<Event>> = records
-            .iter()
-            .map(|record| Event::try_from(record).ok())
-            .collect();
-        let folded = match &decoded {
-            Some(events) => apply_page::try_apply(conn, &mut bookkeeping, events)
-                .await?
-                .is_some(),
-            None => false,
+        let read = records.len();
+        let deliveries = Delivery::read_from_log(after, records);
+        let mode = run::Mode {
+            careful: true,
+            fold: true,
         };
-        if !folded {
-            for record in records {
-                self.streams
-                    .apply(conn, &mut bookkeeping, record, 1, 1)
-                    .await
-                    .map_err(AdminError::from)?;
-            }
-        }
-        bookkeeping.flush(conn).await?;
+        let outcome = run::apply_in_order(conn, &self.streams, &deliveries, mode).await?;
         Ok(Page {
-            read: records.len(),
-            dead_lettered: bookkeeping.dead_lettered,
+            read,
+            dead_lettered: outcome.dead_lettered,
         })
-    }
-}
-
-/// Where the log continues after `record`.
-fn cursor_of(record: &pb::EventRecord) -> pb::LogCursor {
-    pb::LogCursor {
-        transaction_id: record.transaction_id,
-        global_position: record.global_position,
     }
 }
 

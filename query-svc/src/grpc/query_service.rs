@@ -6,6 +6,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::Stream;
 use shared::{
+    events::{CustomerEvent, DomainEvent as _, OrderEvent},
     grpc::{FieldViolation, invalid, tenant},
     proto::v1::{
         self as pb, get_order_as_of_request::AsOf as PbAsOf, query_service_server::QueryService,
@@ -22,7 +23,7 @@ use crate::{
         analytics::{average_order_value, confirmation_rate},
         order_view::{OrderChanged, Status as OrderStatus, timestamp},
     },
-    projector::Progress,
+    projector::{Coverage, Progress},
     store::queries::{self, AsOf, OrderFilter, OrderRow},
 };
 
@@ -35,23 +36,32 @@ const MAX_ANALYTICS_DAYS: i64 = 366;
 #[derive(Debug, Clone)]
 pub struct QueryApi {
     pool: PgPool,
-    applied: watch::Receiver<u64>,
+    coverage: watch::Receiver<Coverage>,
     changes: broadcast::Sender<Arc<OrderChanged>>,
     max_consistency_wait: Duration,
 }
+
+/// How often a waiting read asks the database again, for batches it cannot see in memory
+/// (another replica's, or a rebuild's swap).
+const RECHECK_EVERY: Duration = Duration::from_millis(200);
 
 impl QueryApi {
     pub fn new(pool: PgPool, progress: Progress, max_consistency_wait: Duration) -> Self {
         Self {
             pool,
-            applied: progress.applied,
+            coverage: progress.coverage,
             changes: progress.changes,
             max_consistency_wait,
         }
     }
 
-    /// Read-your-writes: waits until the event at `min_position` is applied, bounded by the
-    /// call's deadline and the server maximum.
+    /// Read-your-writes: waits until every event published up to and including the one at
+    /// `min_position` is done (under the projection's watermark), bounded by the call's deadline
+    /// and the server maximum; then UNAVAILABLE.
+    ///
+    /// One query when the read starts; after that it waits in memory on the batches this
+    /// process commits (each says which positions it covered), and asks the database again
+    /// only if it missed a batch or every [`RECHECK_EVERY`].
     async fn wait_for<T>(&self, request: &Request<T>, min_position: u64) -> Result<(), Status> {
         if min_position == 0 {
             return Ok(());
@@ -60,16 +70,36 @@ impl QueryApi {
         let wait = deadline(request).map_or(self.max_consistency_wait, |d| {
             d.min(self.max_consistency_wait)
         });
-        let mut applied = self.applied.clone();
+        let mut coverage = self.coverage.clone();
         let started = std::time::Instant::now();
         let waited = tokio::time::timeout(wait, async {
             loop {
-                applied.borrow_and_update();
-                if queries::applied(&self.pool, position).await.map_err(db)? {
+                let mut seen = coverage.borrow_and_update().batches;
+                if queries::covered(&self.pool, position).await.map_err(db)? {
                     return Ok::<(), Status>(());
                 }
-                if applied.changed().await.is_err() {
-                    return Err(Status::unavailable("projections are stopped"));
+                let recheck = tokio::time::sleep(RECHECK_EVERY);
+                tokio::pin!(recheck);
+                loop {
+                    tokio::select! {
+                        changed = coverage.changed() => {
+                            if changed.is_err() {
+                                // The projector is gone: only the database can tell.
+                                (&mut recheck).await;
+                                break;
+                            }
+                            let latest = coverage.borrow_and_update();
+                            if latest.positions.binary_search(&position).is_ok() {
+                                return Ok(());
+                            }
+                            let missed = latest.batches != seen + 1;
+                            seen = latest.batches;
+                            if missed {
+                                break;
+                            }
+                        }
+                        () = &mut recheck => break,
+                    }
                 }
             }
         })
@@ -84,12 +114,42 @@ impl QueryApi {
         match waited {
             Ok(result) => result,
             Err(_) => {
-                let highest = queries::highest_applied(&self.pool).await.map_err(db)?;
+                let reached = queries::watermark_position(&self.pool).await.map_err(db)?;
                 Err(Status::unavailable(format!(
-                    "projections have not reached position {min_position} yet (highest applied \
-                     position is {highest}); retry later"
+                    "projections have not reached position {min_position} yet (every event up to \
+                     position {reached} in commit order is applied); retry later"
                 )))
             }
+        }
+    }
+
+    /// [`Self::wait_for`], for a read of one aggregate: once the position is reached, a stream
+    /// held behind a dead letter answers UNAVAILABLE rather than a view that misses events
+    /// the caller may have written (the hold lasts until an operator retries or skips the dead
+    /// letter, so the message says so). Reads without `min_position` are not checked.
+    async fn wait_for_aggregate<T>(
+        &self,
+        request: &Request<T>,
+        min_position: u64,
+        tenant: Uuid,
+        aggregate_type: &str,
+        id: Uuid,
+    ) -> Result<(), Status> {
+        if min_position == 0 {
+            return Ok(());
+        }
+        self.wait_for(request, min_position).await?;
+        let stream = shared::envelope::stream_id(aggregate_type, id);
+        match queries::held_at(&self.pool, tenant, &stream)
+            .await
+            .map_err(db)?
+        {
+            None => Ok(()),
+            Some(version) => Err(Status::unavailable(format!(
+                "{aggregate_type} {id} is held at version {version}: that event could not be \
+                 projected and waits in the dead letters, so its view is not current; retry \
+                 after an operator retries or skips it (ProjectionAdminService)"
+            ))),
         }
     }
 }
@@ -180,8 +240,15 @@ impl QueryService for QueryApi {
     ) -> Result<Response<pb::OrderView>, Status> {
         let tenant = tenant(&request)?.as_uuid();
         let id = required_uuid(&request.get_ref().order_id, "order_id")?;
-        self.wait_for(&request, request.get_ref().min_position)
-            .await?;
+        let min_position = request.get_ref().min_position;
+        self.wait_for_aggregate(
+            &request,
+            min_position,
+            tenant,
+            OrderEvent::AGGREGATE_TYPE,
+            id,
+        )
+        .await?;
         let row = queries::order(&self.pool, tenant, id)
             .await
             .map_err(db)?
@@ -292,8 +359,15 @@ impl QueryService for QueryApi {
     ) -> Result<Response<pb::CustomerView>, Status> {
         let tenant = tenant(&request)?.as_uuid();
         let id = required_uuid(&request.get_ref().customer_id, "customer_id")?;
-        self.wait_for(&request, request.get_ref().min_position)
-            .await?;
+        let min_position = request.get_ref().min_position;
+        self.wait_for_aggregate(
+            &request,
+            min_position,
+            tenant,
+            CustomerEvent::AGGREGATE_TYPE,
+            id,
+        )
+        .await?;
         let row = queries::customer(&self.pool, tenant, id)
             .await
             .map_err(db)?
@@ -319,8 +393,15 @@ impl QueryService for QueryApi {
     ) -> Result<Response<pb::OrderTimeline>, Status> {
         let tenant = tenant(&request)?.as_uuid();
         let id = required_uuid(&request.get_ref().order_id, "order_id")?;
-        self.wait_for(&request, request.get_ref().min_position)
-            .await?;
+        let min_position = request.get_ref().min_position;
+        self.wait_for_aggregate(
+            &request,
+            min_position,
+            tenant,
+            OrderEvent::AGGREGATE_TYPE,
+            id,
+        )
+        .await?;
         let rows = queries::timeline(&self.pool, tenant, id)
             .await
             .map_err(db)?;
@@ -376,7 +457,15 @@ impl QueryService for QueryApi {
         let (Some(id), Some(as_of)) = (id, as_of) else {
             return Err(invalid(violations));
         };
-        self.wait_for(&request, body.min_position).await?;
+        let min_position = body.min_position;
+        self.wait_for_aggregate(
+            &request,
+            min_position,
+            tenant,
+            OrderEvent::AGGREGATE_TYPE,
+            id,
+        )
+        .await?;
         let row = queries::order_as_of(&self.pool, tenant, id, as_of)
             .await
             .map_err(db)?

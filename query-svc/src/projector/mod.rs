@@ -1,10 +1,12 @@
 //! The projector: consumes the event stream with a durable pull consumer and applies each batch
 //! in one read-database transaction, acknowledging only after COMMIT.
 //!
-//! Per stream it applies versions strictly in order ([`streams`]). An event a projection cannot
-//! apply is retried (redelivered) a few times, then dead-lettered; its stream is held while
-//! other streams keep flowing.
+//! A batch is applied in commit order after the projection's watermark ([`run`]); per stream,
+//! versions are applied strictly in order ([`streams`]). An event a projection cannot apply is
+//! retried (redelivered) a few times, then dead-lettered; its stream is held while other
+//! streams keep flowing.
 
+pub mod run;
 pub mod streams;
 
 use std::{sync::Arc, time::Duration};
@@ -13,25 +15,19 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::{FutureExt as _, StreamExt as _};
 use prost::Message as _;
 use shared::{
+    envelope::headers,
     proto::v1 as pb,
-    trace_context::{self, TRACEPARENT, TraceParent},
+    trace_context::{TRACEPARENT, TraceParent},
 };
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use crate::{
-    projection::{
-        event::{Event, stream_key},
-        order_view::OrderChanged,
-    },
-    store::{
-        apply::{Batch, StreamKey},
-        apply_page, generations,
-    },
+    projection::order_view::OrderChanged,
+    store::{generations, watermark::LogPoint},
 };
-use streams::{Step, Streams, Transient};
+use streams::{Streams, Transient};
 
 /// Deliveries of one event before it goes to the dead letters.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -50,14 +46,24 @@ pub struct ProjectorSettings {
 /// What the rest of the service learns from the projector.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// Bumped after every committed batch: read-your-writes waiters re-check on it.
-    pub applied: watch::Receiver<u64>,
-    /// Bumps `applied` for events applied outside the projector (a dead letter retried or skipped).
-    pub notify_applied: watch::Sender<u64>,
+    /// What each committed batch of this process brought under the watermark: read-your-writes
+    /// waiters wait on it.
+    pub coverage: watch::Receiver<Coverage>,
     /// Order views as they change, for WatchOrders.
     pub changes: broadcast::Sender<Arc<OrderChanged>>,
     /// Whether the projector is attached to its consumer and applying events.
     pub consuming: watch::Receiver<bool>,
+}
+
+/// The latest committed batch of this process, as read-your-writes waiters see it.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    /// Batches committed so far: a waiter that sees this jump by more than one missed one.
+    pub batches: u64,
+    /// Positions the batch brought under the watermark, sorted.
+    pub positions: Arc<[i64]>,
+    /// The watermark after it.
+    pub watermark: LogPoint,
 }
 
 #[derive(Debug)]
@@ -66,7 +72,7 @@ pub struct Projector {
     nats: async_nats::Client,
     streams: Streams,
     settings: ProjectorSettings,
-    applied: watch::Sender<u64>,
+    coverage: watch::Sender<Coverage>,
     consuming: watch::Sender<bool>,
     changes: broadcast::Sender<Arc<OrderChanged>>,
 }
@@ -78,12 +84,11 @@ impl Projector {
         command_svc: streams::EventLogClient,
         settings: ProjectorSettings,
     ) -> (Self, Progress) {
-        let (applied, applied_rx) = watch::channel(0);
+        let (coverage, coverage_rx) = watch::channel(Coverage::default());
         let (changes, _) = broadcast::channel(1024);
         let (consuming, consuming_rx) = watch::channel(false);
         let progress = Progress {
-            applied: applied_rx,
-            notify_applied: applied.clone(),
+            coverage: coverage_rx,
             changes: changes.clone(),
             consuming: consuming_rx,
         };
@@ -93,7 +98,7 @@ impl Projector {
                 nats,
                 streams: Streams::new(command_svc),
                 settings,
-                applied,
+                coverage,
                 consuming,
                 changes,
             },
@@ -176,14 +181,17 @@ impl Projector {
 
     /// Applies a batch in one transaction, then acks (or naks what must come again).
     async fn process(&self, batch: Vec<jetstream::Message>) {
-        let applied = match self.apply_batch(&batch, false).await {
-            Err(Transient::RetryCarefully) => self.apply_batch(&batch, true).await,
+        let deliveries: Vec<Delivery> = batch.iter().map(delivery).collect();
+        let applied = match apply_records(&self.pool, &self.streams, &deliveries, false).await {
+            Err(Transient::RetryCarefully) => {
+                apply_records(&self.pool, &self.streams, &deliveries, true).await
+            }
             other => other,
         };
         match applied {
-            Ok((applied, changes)) => {
-                for (index, message) in batch.iter().enumerate() {
-                    let ack = if index < applied {
+            Ok(outcome) => {
+                for (message, done) in batch.iter().zip(&outcome.done) {
+                    let ack = if *done {
                         message.ack().await
                     } else {
                         message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await
@@ -193,8 +201,13 @@ impl Projector {
                         tracing::debug!(%error, "ack failed");
                     }
                 }
-                self.applied.send_modify(|n| *n += 1);
-                for change in changes {
+                let positions: Arc<[i64]> = outcome.covered.into();
+                self.coverage.send_modify(|coverage| {
+                    coverage.batches += 1;
+                    coverage.positions = positions;
+                    coverage.watermark = outcome.watermark;
+                });
+                for change in outcome.changes {
                     let _ = self.changes.send(Arc::new(change));
                 }
             }
@@ -206,42 +219,36 @@ impl Projector {
             }
         }
     }
+}
 
-    /// Returns how many messages of the batch are done (the rest are to be redelivered) and the
-    /// order views that changed. Applied first without savepoints (`careful` false): if an
-    /// event fails, the caller applies the batch again with them.
-    async fn apply_batch(
-        &self,
-        batch: &[jetstream::Message],
-        careful: bool,
-    ) -> Result<(usize, Vec<OrderChanged>), Transient> {
-        let records: Vec<Option<pb::EventRecord>> = batch
-            .iter()
-            .map(|message| match pb::EventRecord::decode(message.payload.as_ref()) {
-                Ok(record) => Some(record),
-                Err(error) => {
-                    // Not ours (the relay only publishes EventRecords); nothing to project.
-                    tracing::error!(%error, subject = %message.subject, "undecodable message skipped");
-                    None
-                }
-            })
-            .collect();
-        let deliveries: Vec<Delivery> = records
-            .into_iter()
-            .zip(batch)
-            .map(|(record, message)| Delivery {
-                record,
-                attempts: message.info().map_or(1, |info| info.delivered),
-                trace_parent: TraceParent::from_header(
-                    message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(TRACEPARENT))
-                        .map(|v| v.as_str()),
-                ),
-            })
-            .collect();
-        apply_records(&self.pool, &self.streams, &deliveries, careful).await
+/// A JetStream message as the projector reads it.
+fn delivery(message: &jetstream::Message) -> Delivery {
+    let record = match pb::EventRecord::decode(message.payload.as_ref()) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            // Not ours (the relay only publishes EventRecords); nothing to project.
+            tracing::error!(%error, subject = %message.subject, "undecodable message skipped");
+            None
+        }
+    };
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str())
+    };
+    let previous = (|| {
+        Some(LogPoint {
+            transaction_id: header(headers::PREVIOUS_TRANSACTION_ID)?.parse().ok()?,
+            global_position: header(headers::PREVIOUS_POSITION)?.parse().ok()?,
+        })
+    })();
+    Delivery {
+        record,
+        previous,
+        attempts: message.info().map_or(1, |info| info.delivered),
+        trace_parent: TraceParent::from_header(header(TRACEPARENT)),
     }
 }
 
@@ -250,152 +257,67 @@ impl Projector {
 pub struct Delivery {
     /// Its event; None for a message that is not one.
     pub record: Option<pb::EventRecord>,
+    /// The event published just before it, as the relay says (`Es-Prev-Txid`/`Es-Prev-Pos`);
+    /// None if the message does not say, which makes the projector read the log to be sure.
+    pub previous: Option<LogPoint>,
     /// How many times JetStream has delivered it.
     pub attempts: i64,
     /// The relay's publish span (the message's `traceparent` header), continued here.
     pub trace_parent: Option<TraceParent>,
 }
 
-/// Batches at least this long are first offered to [`apply_page::try_apply`], which writes
-/// each table once per batch. Below it the event-by-event path takes fewer round trips.
-const FOLD_AT_LEAST: usize = 8;
+impl Delivery {
+    /// `records` as read from the log (ReadAll, in commit order) after `after`, each naming the
+    /// one before it, delivered for the last time (a failure dead-letters at once).
+    pub fn read_from_log(after: LogPoint, records: Vec<pb::EventRecord>) -> Vec<Self> {
+        let mut previous = after;
+        records
+            .into_iter()
+            .map(|record| {
+                let delivery = Self {
+                    previous: Some(previous),
+                    attempts: MAX_ATTEMPTS,
+                    trace_parent: None,
+                    record: Some(record),
+                };
+                previous = delivery.record.as_ref().map_or(previous, LogPoint::of);
+                delivery
+            })
+            .collect()
+    }
+}
 
-/// Applies `records` in one transaction: the serving lock, the streams' versions read in one
-/// query, the records (folded as one page when the batch fits, else each through
-/// [`Streams::apply`]), each in a span continuing its trace, the bookkeeping written once.
-/// Returns how many records are done (the rest are to be redelivered) and the order views that
-/// changed.
+/// Applies `deliveries` to the serving tables in one transaction: the serving lock, the
+/// projector lock (one batch at a time across replicas), the run after the watermark
+/// ([`run::apply_in_order`]), then COMMIT.
 pub async fn apply_records(
     pool: &PgPool,
     streams: &Streams,
-    records: &[Delivery],
+    deliveries: &[Delivery],
     careful: bool,
-) -> Result<(usize, Vec<OrderChanged>), Transient> {
+) -> Result<run::Outcome, Transient> {
     let mut tx = pool.begin().await?;
     generations::hold_serving(&mut tx).await?;
-    let mut bookkeeping = Batch::new(careful);
-    let keys: Vec<StreamKey> = records
-        .iter()
-        .filter_map(|delivery| delivery.record.as_ref().and_then(stream_key))
-        .map(|(tenant, stream, _)| (tenant, stream))
-        .collect();
-    bookkeeping.prefetch(&mut tx, &keys).await?;
-    // One span per event, which ends when the batch commits: an event is projected then.
-    let spans: Vec<Option<tracing::Span>> = records
-        .iter()
-        .map(|delivery| {
-            let record = delivery.record.as_ref()?;
-            Some(project_span(delivery, record))
-        })
-        .collect();
-
-    if !careful && records.len() >= FOLD_AT_LEAST {
-        let events: Option<Vec<Event>> = records
-            .iter()
-            .map(|delivery| Event::try_from(delivery.record.as_ref()?).ok())
-            .collect();
-        if let Some(events) = events {
-            if let Some(changes) = apply_page::try_apply(&mut tx, &mut bookkeeping, &events).await?
-            {
-                bookkeeping.flush(&mut tx).await?;
-                tx.commit().await?;
-                drop(spans);
-                let checkpoint = events.iter().map(|e| e.global_position).max();
-                tracing::debug!(
-                    events = events.len(),
-                    ?checkpoint,
-                    "batch folded and committed"
-                );
-                count_committed(records.len(), events.len(), 0, &bookkeeping, checkpoint);
-                return Ok((records.len(), changes));
-            }
-        }
-    }
-
-    let mut changes = Vec::new();
-    let (mut done, mut applied, mut checkpoint) = (0, 0, None);
-    for (delivery, span) in records.iter().zip(&spans) {
-        let (Some(record), Some(span)) = (&delivery.record, span) else {
-            done += 1;
-            continue;
-        };
-        match streams
-            .apply(
-                &mut tx,
-                &mut bookkeeping,
-                record,
-                delivery.attempts,
-                MAX_ATTEMPTS,
-            )
-            .instrument(span.clone())
-            .await?
-        {
-            Step::Applied(change) => {
-                changes.extend(change.map(|c| *c));
-                applied += 1;
-            }
-            Step::Skipped => {}
-            Step::RetryLater => break,
-        }
-        let position = i64::try_from(record.global_position).unwrap_or(i64::MAX);
-        checkpoint = checkpoint.max(Some(position));
-        done += 1;
-    }
-    bookkeeping.flush(&mut tx).await?;
-    tx.commit().await?;
-    drop(spans);
-    tracing::debug!(
-        events = records.len(),
-        applied,
-        done,
+    generations::hold_projector(&mut tx).await?;
+    let mode = run::Mode {
         careful,
-        ?checkpoint,
-        "batch applied event by event and committed"
+        fold: !careful,
+    };
+    let outcome = run::apply_in_order(&mut tx, streams, deliveries, mode).await?;
+    tx.commit().await?;
+    tracing::debug!(
+        deliveries = deliveries.len(),
+        applied = outcome.applied,
+        skipped = outcome.skipped,
+        careful,
+        watermark = outcome.watermark.global_position,
+        "batch committed"
     );
-    count_committed(
-        records.len(),
-        applied,
-        done - applied,
-        &bookkeeping,
-        checkpoint,
-    );
-    Ok((done, changes))
-}
-
-/// The span of one event's projection, continuing the trace of the call that appended it.
-fn project_span(delivery: &Delivery, record: &pb::EventRecord) -> tracing::Span {
-    let span = tracing::info_span!(
-        "projection.apply",
-        otel.name = "project event",
-        otel.kind = "consumer",
-        event_type = record.event_type.as_str(),
-        stream = record.stream_id.as_str(),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    // Messages from a relay that sent no header still carry the appending call's context.
-    let parent = delivery.trace_parent.or_else(|| {
-        TraceParent::from_header(record.metadata.as_ref().map(|m| m.traceparent.as_str()))
-    });
-    trace_context::start_span(&span, parent);
-    span
-}
-
-/// The metrics of a committed batch: counted once committed, so a batch tried twice (fast,
-/// then carefully) counts once.
-fn count_committed(
-    batch_size: usize,
-    applied: usize,
-    skipped: usize,
-    bookkeeping: &Batch,
-    checkpoint: Option<i64>,
-) {
-    metrics::counter!("pizzeria_projection_events_applied_total").increment(applied as u64);
-    metrics::counter!("pizzeria_projection_dead_letters_total")
-        .increment(bookkeeping.dead_lettered);
-    metrics::counter!("pizzeria_projection_events_skipped_total").increment(skipped as u64);
-    metrics::histogram!("pizzeria_projection_batch_size").record(batch_size as f64);
-    if let Some(checkpoint) = checkpoint {
-        metrics::gauge!("pizzeria_projection_checkpoint_position").set(checkpoint as f64);
-    }
+    metrics::counter!("pizzeria_projection_events_applied_total").increment(outcome.applied as u64);
+    metrics::counter!("pizzeria_projection_dead_letters_total").increment(outcome.dead_lettered);
+    metrics::counter!("pizzeria_projection_events_skipped_total").increment(outcome.skipped as u64);
+    metrics::histogram!("pizzeria_projection_batch_size").record(deliveries.len() as f64);
+    metrics::gauge!("pizzeria_projection_checkpoint_position")
+        .set(outcome.watermark.global_position as f64);
+    Ok(outcome)
 }

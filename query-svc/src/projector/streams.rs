@@ -5,6 +5,7 @@
 //! a lost or reordered message) is filled at once from command-svc's ReadStream; a stream held
 //! behind a dead letter applies nothing until the dead letter is resolved.
 
+use futures::StreamExt as _;
 use prost::Message as _;
 use shared::{
     auth::TENANT_HEADER,
@@ -19,7 +20,10 @@ use crate::{
         event::{Event, stream_key},
         order_view::OrderChanged,
     },
-    store::apply::{ApplyError, Batch, apply_event, is_transient},
+    store::{
+        apply::{ApplyError, Batch, apply_event, is_transient},
+        watermark::LogPoint,
+    },
 };
 
 /// command-svc's EventLogService, each call carrying query-svc's service token (role
@@ -39,7 +43,7 @@ const CATCH_UP_PAGE: u32 = 500;
 pub enum Transient {
     #[error("read database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("command-svc ReadStream: {0}")]
+    #[error("command-svc event log: {0}")]
     Backfill(String),
     /// An event failed in a batch applied without savepoints: apply the batch again, carefully.
     #[error("an event of the batch failed; the batch is applied again with savepoints")]
@@ -171,6 +175,35 @@ impl Streams {
                 return Ok(true);
             }
         }
+    }
+
+    /// Up to `max_count` events of the whole log after `after`, in commit order (command-svc's
+    /// ReadAll): how a gap in the JetStream delivery is filled, and how a rebuild reads.
+    pub async fn read_log(
+        &self,
+        after: LogPoint,
+        max_count: u32,
+    ) -> Result<Vec<pb::EventRecord>, Transient> {
+        let backfill = |status: tonic::Status| Transient::Backfill(status.message().to_owned());
+        let mut events = self
+            .command_svc
+            .clone()
+            .read_all(pb::ReadAllRequest {
+                start: Some(pb::read_all_request::Start::After(pb::LogCursor {
+                    transaction_id: after.transaction_id,
+                    global_position: u64::try_from(after.global_position).unwrap_or(0),
+                })),
+                max_count,
+                follow: false,
+            })
+            .await
+            .map_err(backfill)?
+            .into_inner();
+        let mut records = Vec::with_capacity(max_count as usize);
+        while let Some(record) = events.next().await {
+            records.push(record.map_err(backfill)?);
+        }
+        Ok(records)
     }
 
     async fn read_stream(

@@ -69,8 +69,11 @@ pub struct Batch {
     /// Streams with an unresolved dead letter, when prefetched (None: ask per event).
     held: Option<HashSet<StreamKey>>,
     applied_versions: BTreeMap<StreamKey, i64>,
+    /// Positions brought under the watermark, in commit order; the first `positions_written`
+    /// of them are written already.
     positions: Vec<i64>,
-    /// The last event applied: the projector's checkpoint.
+    positions_written: usize,
+    /// The last event brought under the watermark: the new watermark.
     checkpoint: Option<(i64, i64, chrono::DateTime<chrono::Utc>)>,
     /// Events dead-lettered in this transaction (counted in metrics once it commits).
     pub dead_lettered: u64,
@@ -158,17 +161,35 @@ impl Batch {
         Ok(version)
     }
 
-    /// Marks `event` applied: its version is its stream's last, its position is applied.
+    /// Marks `event` applied: its version is its stream's last.
     pub fn record_applied(&mut self, event: &Event) {
         let key = (event.tenant_id, event.stream_id.clone());
         self.last_versions.insert(key.clone(), event.stream_version);
         self.applied_versions.insert(key, event.stream_version);
-        self.positions.push(event.global_position);
+    }
+
+    /// Moves the watermark over `record`, the event right after it in commit order, whatever
+    /// became of it (applied, a duplicate, held, dead-lettered). Only the run of a batch
+    /// (`projector::run`) calls this: an event applied out of commit order (a stream caught up
+    /// after its dead letter is resolved) has its version recorded, not its position.
+    pub fn record_done(&mut self, record: &shared::proto::v1::EventRecord) {
+        let position = i64::try_from(record.global_position).unwrap_or(i64::MAX);
+        self.positions.push(position);
+        let recorded_at = record
+            .recorded_at
+            .as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+            .unwrap_or_default();
         self.checkpoint = Some((
-            event.global_position,
-            i64::try_from(event.transaction_id).unwrap_or(i64::MAX),
-            event.recorded_at,
+            position,
+            i64::try_from(record.transaction_id).unwrap_or(i64::MAX),
+            recorded_at,
         ));
+    }
+
+    /// Positions brought under the watermark so far, in commit order.
+    pub fn done_positions(&self) -> &[i64] {
+        &self.positions
     }
 
     /// Writes what was applied since the last flush.
@@ -193,14 +214,15 @@ impl Batch {
             .execute(&mut *conn)
             .await?;
         }
-        if !self.positions.is_empty() {
+        if self.positions.len() > self.positions_written {
             sqlx::query(
                 "INSERT INTO applied_events (global_position)
                  SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
             )
-            .bind(std::mem::take(&mut self.positions))
+            .bind(&self.positions[self.positions_written..])
             .execute(&mut *conn)
             .await?;
+            self.positions_written = self.positions.len();
         }
         if let Some((position, transaction_id, recorded_at)) = self.checkpoint.take() {
             sqlx::query(

@@ -34,6 +34,8 @@ const LOCK_CLASS: i32 = 0x5153_5643;
 const SERVING_LOCK: i32 = 1;
 /// Held for the whole of a rebuild, on its own connection: at most one rebuild at a time.
 const REBUILD_LOCK: i32 = 2;
+/// Held by each projector batch (after the serving lock): one batch at a time.
+const PROJECTOR_LOCK: i32 = 3;
 
 /// Waits while a swap is in progress and keeps one from starting until the transaction ends.
 /// Take it first in a transaction that writes the serving tables, so the tables it resolves by
@@ -42,6 +44,18 @@ pub async fn hold_serving(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
         .bind(LOCK_CLASS)
         .bind(SERVING_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Serializes the projector's batches across replicas, until the transaction ends: each batch
+/// starts from the watermark the one before it left, so a gap it sees is a real one (events
+/// lost or held by a consumer that died), not a neighbour's batch still in flight.
+pub async fn hold_projector(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(PROJECTOR_LOCK)
         .execute(conn)
         .await?;
     Ok(())

@@ -41,6 +41,7 @@ pub mod apply_page;
 pub mod dead_letters;
 pub mod generations;
 pub mod queries;
+pub mod watermark;
 
 /// Embedded migrations of the read model, run at start-up under sqlx's advisory lock.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

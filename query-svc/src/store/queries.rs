@@ -277,19 +277,39 @@ pub async fn top_items(
     Ok(rows)
 }
 
-/// Whether the event at `position` has been applied.
-pub async fn applied(pool: &PgPool, position: i64) -> Result<bool, sqlx::Error> {
+/// Whether every event published up to and including the one at `position` (in the relay's
+/// commit order) is done: `applied_events` holds exactly the events under the watermark
+/// (`store::watermark`).
+pub async fn covered(pool: &PgPool, position: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM applied_events WHERE global_position = $1)")
         .bind(position)
         .fetch_one(pool)
         .await
 }
 
-/// The highest position applied so far (0 if none), to say how far behind a reader is.
-pub async fn highest_applied(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    let highest: Option<i64> =
-        sqlx::query_scalar("SELECT max(global_position) FROM applied_events")
-            .fetch_one(pool)
+/// The position of the watermark's event (0 before the first), to say how far behind a reader
+/// is.
+pub async fn watermark_position(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT last_position FROM projector_state WHERE id = 1")
+            .fetch_optional(pool)
             .await?;
-    Ok(highest.unwrap_or(0))
+    Ok(position.unwrap_or(0))
+}
+
+/// The version of the stream's event that waits in the dead letters, if its stream is held:
+/// the stream's later events are not applied until an operator retries or skips it.
+pub async fn held_at(
+    pool: &PgPool,
+    tenant: Uuid,
+    stream_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT stream_version FROM dead_letters
+         WHERE tenant_id = $1 AND stream_id = $2 AND status = 'PENDING'",
+    )
+    .bind(tenant)
+    .bind(stream_id)
+    .fetch_optional(pool)
+    .await
 }

@@ -6,7 +6,7 @@ use e2e::TestDatabase;
 use query_svc::{
     projection::event::Event,
     projector::{Delivery, apply_records, streams::Streams},
-    store::{MIGRATOR, apply::Batch, apply_page},
+    store::{MIGRATOR, apply::Batch, apply_page, watermark::LogPoint},
 };
 use shared::{
     auth::ServiceToken,
@@ -214,38 +214,35 @@ async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
         command_svc,
         ServiceToken::default(),
     ));
-    let deliveries: Vec<Delivery> = records
-        .into_iter()
-        .map(|record| Delivery {
-            record: Some(record),
-            attempts: 1,
-            trace_parent: None,
-        })
-        .collect();
-    let (done, _) = apply_records(&pool, &streams, &deliveries, true)
+    let deliveries = Delivery::read_from_log(LogPoint::default(), records);
+    let outcome = apply_records(&pool, &streams, &deliveries, true)
         .await
         .unwrap();
-    assert_eq!(done, deliveries.len());
+    assert!(outcome.done.iter().all(|done| *done));
+    assert_eq!(outcome.applied, deliveries.len());
     let dump = e2e::read_model_dump(&pool).await.unwrap();
     pool.close().await;
     database.drop_database().await.unwrap();
     dump
 }
 
-/// Applies `events` to `pool` in pages of `page` events, each folded at once; every page must
-/// fit.
-async fn fold_in_pages(pool: &PgPool, events: &[Event], page: usize) {
+/// Applies `records` to `pool` in pages of `page` events, each folded at once (every page
+/// must fit) and brought under the watermark as a run does.
+async fn fold_in_pages(pool: &PgPool, records: &[pb::EventRecord], page: usize) {
     let mut conn = pool.acquire().await.unwrap();
-    for chunk in events.chunks(page) {
+    for chunk in records.chunks(page) {
         let mut tx = conn.begin().await.unwrap();
         let mut batch = Batch::new(false);
         assert!(
-            apply_page::try_apply(&mut tx, &mut batch, chunk)
+            apply_page::try_apply(&mut tx, &mut batch, &decoded(chunk))
                 .await
                 .unwrap()
                 .is_some(),
             "a page of the log did not fold"
         );
+        for record in chunk {
+            batch.record_done(record);
+        }
         batch.flush(&mut tx).await.unwrap();
         tx.commit().await.unwrap();
     }
@@ -257,7 +254,7 @@ async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) 
     a_varied_day(&mut stack).await;
     let records = the_records(&stack).await;
     let log = decoded(&records);
-    let one_by_one = applied_one_by_one(records).await;
+    let one_by_one = applied_one_by_one(records.clone()).await;
     assert!(log.len() > 40, "{} events", log.len());
 
     // Whole, and in small pages (orders and customers written by an earlier page are read
@@ -265,7 +262,7 @@ async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) 
     for page in [log.len(), 7, 1] {
         let database = TestDatabase::create().await.unwrap();
         let folded = database.migrated_pool(&MIGRATOR, 2).await.unwrap();
-        fold_in_pages(&folded, &log, page).await;
+        fold_in_pages(&folded, &records, page).await;
         assert_eq!(
             e2e::read_model_dump(&folded).await.unwrap(),
             one_by_one,

@@ -228,6 +228,51 @@ impl Stack {
         }
     }
 
+    /// Publishes stored events as the relay does, headers and all (each message names the
+    /// event before it in commit order), but only those given: the others are "lost".
+    pub async fn publish_as_relay(&self, positions: &[i64]) {
+        use shared::envelope::headers;
+        let store = command_svc::store::EventStore::new(self.write_pool.clone());
+        let mut all = wait_for_events(&store, positions.iter().copied().max().unwrap_or(0)).await;
+        all.sort_by_key(|e| e.cursor());
+        let client = async_nats::connect(&self.stream.nats_url).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        for position in positions {
+            let at = all
+                .iter()
+                .position(|e| e.global_position == *position)
+                .expect("event exists");
+            let previous = at
+                .checked_sub(1)
+                .map_or_else(command_svc::store::LogCursor::default, |p| all[p].cursor());
+            let event = all[at].clone();
+            let subject = shared::envelope::event_subject(
+                &self.stream.subject_prefix,
+                event.tenant_id,
+                &event.aggregate_type,
+                event.aggregate_id,
+            );
+            let mut map = async_nats::HeaderMap::new();
+            map.insert(headers::TRANSACTION_ID, event.transaction_id.0.to_string());
+            map.insert(headers::POSITION, event.global_position.to_string());
+            map.insert(
+                headers::PREVIOUS_TRANSACTION_ID,
+                previous.transaction_id.0.to_string(),
+            );
+            map.insert(
+                headers::PREVIOUS_POSITION,
+                previous.global_position.to_string(),
+            );
+            let body = prost::Message::encode_to_vec(&event.into_record());
+            jetstream
+                .publish_with_headers(subject, map, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
     /// Waits until the projector's consumer has nothing pending or unacknowledged.
     pub async fn drained(&self) {
         let client = async_nats::connect(&self.stream.nats_url).await.unwrap();
