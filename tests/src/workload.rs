@@ -3,17 +3,25 @@
 //! RESOURCE_EXHAUSTED, a broken connection) is retried with backoff and the same id until it
 //! is acknowledged. What each client sent and got back goes into a [`Ledger`] the invariant
 //! checker holds the system to.
+//!
+//! Beside the clients a session reader checks read-your-writes while the faults run: it keeps
+//! the highest position any client was given (the usual session token) and reads the clients'
+//! orders with it. An answer must show at least the version each order was acknowledged at;
+//! a stale view or NOT_FOUND is a failure, UNAVAILABLE (not caught up in time) is allowed.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use shared::proto::v1::{self as pb, command_service_client::CommandServiceClient};
+use shared::proto::v1::{
+    self as pb, command_service_client::CommandServiceClient,
+    query_service_client::QueryServiceClient,
+};
 use tokio::task::JoinSet;
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 
@@ -35,8 +43,12 @@ pub struct Ledger {
     /// The longest time a refused attempt took to come back (bounded by the deadline).
     pub slowest_refusal: Duration,
     /// Outcomes no fault may cause: INTERNAL, a business refusal of a valid command, a command
-    /// never acknowledged. The checker fails on any.
+    /// never acknowledged, a stale read with a session token. The checker fails on any.
     pub failures: Vec<String>,
+    /// Reads with the session token that answered (each checked), and that were refused as
+    /// not caught up in time or unreachable.
+    pub session_reads: u64,
+    pub session_reads_refused: u64,
 }
 
 impl Ledger {
@@ -48,6 +60,8 @@ impl Ledger {
         }
         self.slowest_refusal = self.slowest_refusal.max(other.slowest_refusal);
         self.failures.extend(other.failures);
+        self.session_reads += other.session_reads;
+        self.session_reads_refused += other.session_reads_refused;
     }
 
     /// Total retryable refusals.
@@ -66,11 +80,17 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `clients` clients, each taking orders of its own through their life.
-    pub fn start(commands: CommandServiceClient<Channel>, clients: usize) -> Self {
+    /// Starts `clients` clients, each taking orders of its own through their life, and the
+    /// session reader.
+    pub fn start(
+        commands: CommandServiceClient<Channel>,
+        queries: QueryServiceClient<Channel>,
+        clients: usize,
+    ) -> Self {
         let tenant = uuid::Uuid::now_v7().to_string();
         let stop = tokio_util::sync::CancellationToken::new();
         let acknowledged = Arc::new(AtomicUsize::new(0));
+        let session = Arc::new(Mutex::new(Session::default()));
         let mut set = JoinSet::new();
         for _ in 0..clients {
             let client = Client {
@@ -78,9 +98,16 @@ impl Workload {
                 tenant: tenant.clone(),
                 ledger: Ledger::default(),
                 acknowledged: acknowledged.clone(),
+                session: session.clone(),
             };
             set.spawn(client.run(stop.clone()));
         }
+        let reader = SessionReader {
+            queries,
+            tenant: tenant.clone(),
+            session,
+        };
+        set.spawn(reader.run(stop.clone()));
         Self {
             tenant,
             stop,
@@ -206,11 +233,90 @@ fn order_life(customer: &str, sequence: usize) -> Vec<Command> {
     life
 }
 
+/// What the clients have been told: the session token and each order's acknowledged version.
+#[derive(Debug, Default)]
+struct Session {
+    token: u64,
+    orders: Vec<(String, u64)>,
+    index: HashMap<String, usize>,
+}
+
+impl Session {
+    fn acknowledged(&mut self, order_id: &str, reply: &pb::CommandReply) {
+        self.token = self.token.max(reply.position);
+        match self.index.get(order_id) {
+            Some(&at) => self.orders[at].1 = self.orders[at].1.max(reply.version),
+            None => {
+                self.index.insert(order_id.to_owned(), self.orders.len());
+                self.orders.push((order_id.to_owned(), reply.version));
+            }
+        }
+    }
+}
+
+/// Reads the clients' orders, one after the other, with the session token.
+struct SessionReader {
+    queries: QueryServiceClient<Channel>,
+    tenant: String,
+    session: Arc<Mutex<Session>>,
+}
+
+impl SessionReader {
+    async fn run(mut self, stop: tokio_util::sync::CancellationToken) -> Ledger {
+        let mut ledger = Ledger::default();
+        let mut next = 0;
+        while !stop.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let picked = {
+                let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+                if session.orders.is_empty() {
+                    continue;
+                }
+                next = (next + 1) % session.orders.len();
+                let (order_id, version) = session.orders[next].clone();
+                (session.token, order_id, version)
+            };
+            let (token, order_id, version) = picked;
+            let mut request = Request::new(pb::GetOrderRequest {
+                order_id: order_id.clone(),
+                min_position: token,
+            });
+            request.set_timeout(CALL_DEADLINE);
+            if let Ok(tenant) = MetadataValue::try_from(self.tenant.as_str()) {
+                request
+                    .metadata_mut()
+                    .insert(shared::auth::TENANT_HEADER, tenant);
+            }
+            match self.queries.get_order(request).await {
+                Ok(view) => {
+                    ledger.session_reads += 1;
+                    let view = view.into_inner();
+                    if view.version < version {
+                        ledger.failures.push(format!(
+                            "stale read: order {order_id} read with session token {token} \
+                             answered version {}, but version {version} was acknowledged",
+                            view.version
+                        ));
+                    }
+                }
+                Err(status) if retryable(status.code()) => ledger.session_reads_refused += 1,
+                Err(status) => ledger.failures.push(format!(
+                    "order {order_id} read with session token {token} got {:?}: {}",
+                    status.code(),
+                    status.message()
+                )),
+            }
+        }
+        ledger
+    }
+}
+
 struct Client {
     commands: CommandServiceClient<Channel>,
     tenant: String,
     ledger: Ledger,
     acknowledged: Arc<AtomicUsize>,
+    session: Arc<Mutex<Session>>,
 }
 
 impl Client {
@@ -248,6 +354,12 @@ impl Client {
             let attempt = Instant::now();
             match self.send(command).await {
                 Ok(reply) => {
+                    if let Some(order_id) = order_of(command) {
+                        self.session
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .acknowledged(order_id, &reply);
+                    }
                     self.ledger.acknowledged.insert(command_id, reply);
                     self.acknowledged.fetch_add(1, Ordering::Relaxed);
                     return true;
@@ -320,6 +432,20 @@ fn command_id(command: &Command) -> &str {
         Command::Delivered(r) => &r.command_id,
         Command::Cancel(r) => &r.command_id,
     }
+}
+
+/// The order a command is about (None for a registration).
+fn order_of(command: &Command) -> Option<&str> {
+    Some(match command {
+        Command::Register(_) => return None,
+        Command::Place(r) => &r.order_id,
+        Command::Confirm(r) => &r.order_id,
+        Command::Pay(r) => &r.order_id,
+        Command::Ready(r) => &r.order_id,
+        Command::OutForDelivery(r) => &r.order_id,
+        Command::Delivered(r) => &r.order_id,
+        Command::Cancel(r) => &r.order_id,
+    })
 }
 
 /// What the API documents as safe to retry with the same command id. `Unknown` and `Cancelled`

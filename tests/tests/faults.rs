@@ -2,7 +2,8 @@
 //! shared ones), with clients placing and advancing orders and retrying as the API asks, while a
 //! fault is injected. Every test ends with the invariant checker (`e2e::invariants`): every
 //! acknowledged command is in the log once, published once in commit order, applied once, and
-//! the read model equals a rebuild from the log.
+//! the read model equals a rebuild from the log. While the faults run, a session reader reads
+//! the clients' orders with the highest position any of them was given: never stale.
 //!
 //! `CHAOS_SOAK_SECS` sets how long the chaos soak runs (20 s by default, as in CI); see the
 //! README for the long run.
@@ -30,8 +31,13 @@ async fn heal_and_check(mut rig: Rig, load: Workload) -> anyhow::Result<(Checked
     let ledger = load.finish().await;
     let checked = invariants::check(&rig, &ledger).await?;
     eprintln!(
-        "checked: {checked:?}; refusals by code: {:?}",
-        ledger.refusals
+        "checked: {checked:?}; refusals by code: {:?}; reads with the session token: {} \
+         answered (none stale), {} refused",
+        ledger.refusals, ledger.session_reads, ledger.session_reads_refused
+    );
+    anyhow::ensure!(
+        ledger.session_reads > 0,
+        "no read with the session token answered: read-your-writes went unchecked"
     );
     Ok((checked, ledger))
 }
@@ -48,7 +54,7 @@ async fn progress(load: &Workload) -> anyhow::Result<()> {
 #[tokio::test]
 async fn command_svc_killed_mid_burst_while_clients_retry() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     for _ in 0..3 {
         progress(&load).await?;
         rig.kill_command_svc();
@@ -64,7 +70,7 @@ async fn command_svc_killed_mid_burst_while_clients_retry() -> anyhow::Result<()
 #[tokio::test]
 async fn nats_killed_and_paused_while_the_relay_publishes() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     rig.nats.kill();
     progress(&load).await?;
@@ -82,7 +88,7 @@ async fn nats_killed_and_paused_while_the_relay_publishes() -> anyhow::Result<()
 async fn a_tail_nats_lost_after_acknowledging_it_is_republished_from_postgres() -> anyhow::Result<()>
 {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     let copy = rig.nats.stop_and_copy_store()?;
     rig.nats.restart()?;
@@ -101,7 +107,7 @@ async fn a_tail_nats_lost_after_acknowledging_it_is_republished_from_postgres() 
 async fn postgres_stopped_under_load_gets_unavailable_in_time_and_both_services_recover()
 -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     rig.postgres.stop_immediately();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -135,7 +141,7 @@ async fn postgres_stopped_under_load_gets_unavailable_in_time_and_both_services_
 #[tokio::test]
 async fn query_svc_killed_while_projecting_applies_nothing_twice() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     // Batches are committed and acked continuously under this load, so a kill lands between
     // a read-model commit and its ack now and then; several kills make that likely.
     for _ in 0..4 {
@@ -151,7 +157,7 @@ async fn query_svc_killed_while_projecting_applies_nothing_twice() -> anyhow::Re
 #[tokio::test]
 async fn commands_are_accepted_while_nats_is_down_and_drain_after() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     rig.nats.kill();
     // A while without NATS: the write side goes on.
@@ -208,7 +214,7 @@ async fn services_started_before_their_dependencies_wait_not_serving_and_never_e
     rig.nats.restart()?;
     rig.wait_until_serving(PATIENCE).await?;
     anyhow::ensure!(rig.services_running(), "a service exited");
-    let load = Workload::start(rig.commands()?, 2);
+    let load = Workload::start(rig.commands()?, rig.queries()?, 2);
     progress(&load).await?;
     heal_and_check(rig, load).await?;
     Ok(())
@@ -223,7 +229,7 @@ async fn chaos_soak() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, CLIENTS);
+    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut faults = Vec::new();
