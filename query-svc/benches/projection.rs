@@ -3,7 +3,7 @@
 //! orders are in the log):
 //!
 //! - `projection_pure` (no I/O): decoding the wire records into events (JSON, upcasting), folding
-//!   them into order views, and everything else `store::apply` computes for each event besides
+//!   them into order views, and everything else the page fold computes for each event besides
 //!   its SQL (view JSON, timeline line, sales and customer deltas).
 //! - `projection_postgres`: applying the batch as the projector does (`apply_records`), in one
 //!   transaction: `generations::hold_serving`, the batch folded as one page and each read table
@@ -246,7 +246,7 @@ fn fold_views(events: &[Event]) -> HashMap<Uuid, OrderState> {
     views
 }
 
-/// What `store::apply::apply_order` computes for each event besides its SQL: the stored view
+/// What the page fold (`projection::page`) computes for each order event besides its SQL: the stored view
 /// read back from JSON, the view after the event and its JSON (written to the current view and
 /// the history), the timeline line, and the deltas of the day's sales and of the customer.
 /// Views are kept as JSON here, as the `state` column keeps them.
@@ -338,7 +338,7 @@ async fn apply_batch(pool: &PgPool, streams: &Streams, records: Vec<pb::EventRec
     let count = records.len();
     let after = after_watermark(pool).await;
     let records = Delivery::read_from_log(after, records);
-    let outcome = apply_records(pool, streams, &records, false)
+    let outcome = apply_records(pool, streams, &records)
         .await
         .expect("applying the batch");
     assert_eq!(

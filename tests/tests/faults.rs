@@ -228,6 +228,12 @@ async fn chaos_soak() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    // `services`: only SIGKILLs of command-svc and query-svc (the recovery measurement).
+    let kinds: u128 = match std::env::var("CHAOS_FAULTS").as_deref() {
+        Ok("services") => 2,
+        Ok("all") | Err(_) => 8,
+        Ok(other) => anyhow::bail!("CHAOS_FAULTS is `all` or `services`, not {other:?}"),
+    };
     let mut rig = Rig::start().await?;
     let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
@@ -236,7 +242,7 @@ async fn chaos_soak() -> anyhow::Result<()> {
     let mut random = uuid::Uuid::new_v4().as_u128();
     while Instant::now() < until {
         random = random.rotate_left(7) ^ uuid::Uuid::new_v4().as_u128();
-        let fault = u8::try_from(random % 8)?;
+        let fault = u8::try_from(random % kinds)?;
         faults.push(fault);
         match fault {
             0 => rig.kill_command_svc(),
@@ -261,10 +267,57 @@ async fn chaos_soak() -> anyhow::Result<()> {
         rig.heal().await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let converged = converged_after_last_fault(&mut rig).await?;
     let (checked, _) = heal_and_check(rig, load).await?;
     eprintln!(
-        "chaos soak: {seconds} s, {} faults ({faults:?}), {checked:?}",
+        "chaos soak: {seconds} s, {} faults ({faults:?}), {checked:?}; the read side converged \
+         {converged:.1?} after the last fault healed",
         faults.len()
     );
     Ok(())
+}
+
+/// Heals the rig and measures how long the read side takes, under the load that goes on, to
+/// apply every event committed when the last fault healed (the last of them in commit order
+/// under the projection's watermark).
+async fn converged_after_last_fault(rig: &mut Rig) -> anyhow::Result<Duration> {
+    rig.heal().await?;
+    let healed = Instant::now();
+    let write = rig.write_pool()?;
+    let read = rig.read_pool()?;
+    let last: i64 = loop {
+        // Postgres may still be coming back.
+        match sqlx::query_scalar(
+            "SELECT global_position FROM events
+             ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_one(&write)
+        .await
+        {
+            Ok(last) => break last,
+            Err(_) if healed.elapsed() < PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    loop {
+        let covered: Option<bool> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM applied_events WHERE global_position = $1)",
+        )
+        .bind(last)
+        .fetch_one(&read)
+        .await
+        .ok();
+        if covered == Some(true) {
+            let converged = healed.elapsed();
+            eprintln!("the read side converged {converged:.1?} after the last fault healed");
+            return Ok(converged);
+        }
+        anyhow::ensure!(
+            healed.elapsed() < PATIENCE,
+            "the read side did not converge within {PATIENCE:?} of the last fault"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -14,9 +14,9 @@ use crate::{
     projection::event::stream_key,
     projector::streams::{Streams, Transient},
     store::{
-        apply::{Batch, set_last_version},
         dead_letters::{self, DeadLetterRow},
         generations::{self, READ_MODEL},
+        progress::{Batch, set_last_version},
     },
 };
 use lag::{Lag, LagProbe};
@@ -40,10 +40,6 @@ impl From<Transient> for AdminError {
         match error {
             Transient::Database(error) => Self::Database(error),
             Transient::Backfill(message) => Self::CommandSvc(message),
-            // Admin operations apply carefully (with savepoints), which never asks for this.
-            Transient::RetryCarefully => {
-                Self::FailedPrecondition("an event failed; see the dead letters".into())
-            }
         }
     }
 }
@@ -157,7 +153,7 @@ impl Admin {
         generations::hold_serving(&mut tx).await?;
         let (dead, record) = lock_pending(&mut tx, id).await?;
         dead_letters::resolve(&mut tx, id, "RETRIED", None).await?;
-        let mut bookkeeping = Batch::new(true);
+        let mut bookkeeping = Batch::new();
         self.streams
             .catch_up(&mut tx, &mut bookkeeping, &record)
             .await?;
@@ -201,7 +197,7 @@ impl Admin {
         };
         dead_letters::resolve(&mut tx, id, "SKIPPED", Some(reason)).await?;
         set_last_version(&mut tx, tenant, &stream, version).await?;
-        let mut bookkeeping = Batch::new(true);
+        let mut bookkeeping = Batch::new();
         self.streams
             .catch_up(&mut tx, &mut bookkeeping, &record)
             .await?;

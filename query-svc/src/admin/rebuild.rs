@@ -228,8 +228,8 @@ impl Rebuilder {
     }
 
     /// Applies a page read from the log after `after` as the projector applies a batch: a run
-    /// after the rebuild's watermark, folded when it fits, else event by event with
-    /// savepoints, where a failure is dead-lettered at once (nothing redelivers it).
+    /// after the rebuild's watermark, folded when it fits, else event by event, where a
+    /// failure is dead-lettered at once (nothing redelivers it).
     async fn apply_records(
         &self,
         conn: &mut PgConnection,
@@ -238,11 +238,7 @@ impl Rebuilder {
     ) -> Result<Page, AdminError> {
         let read = records.len();
         let deliveries = Delivery::read_from_log(after, records);
-        let mode = run::Mode {
-            careful: true,
-            fold: true,
-        };
-        let outcome = run::apply_in_order(conn, &self.streams, &deliveries, mode).await?;
+        let outcome = run::apply_in_order(conn, &self.streams, &deliveries).await?;
         Ok(Page {
             read,
             dead_lettered: outcome.dead_lettered,

@@ -1,8 +1,7 @@
-//! A page of events folded in memory: the rows the per-event path (`store::apply`) writes event
-//! by event, computed for a whole page so that each read table is written once
-//! (`store::apply_page`). It follows the per-event path's rules statement for statement; an
-//! event that does not fit refuses the whole page, which is then applied event by event, where
-//! a failing event is dead-lettered.
+//! A page of events folded in memory: every rule of the read model, computing the rows a page
+//! of events changes so that `store::apply_page` writes each read table once. An event that
+//! does not fit refuses the whole page, which is then applied event by event (each a page of
+//! one), where a failing event is dead-lettered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -84,7 +83,7 @@ impl CustomerRow {
             .checked_add(delta.spend_cents)
             .ok_or_else(overflow)?;
         if let Some((order_id, placed_at)) = delta.placed {
-            // Compared as stored (microseconds), as the per-event path's SQL compares them.
+            // Compared as stored (microseconds), as the database compares the rows it merges.
             let placed_at = placed_at.trunc_subsecs(6);
             if self
                 .last_order_at
@@ -184,8 +183,7 @@ impl PageFold {
         let tenant = event.tenant_id;
         let key = (tenant, event.aggregate_id);
         let (before, row) = match (self.orders.get(&key), order_event) {
-            // (An OrderPlaced naming another order than its stream's is the per-event path's
-            // to refuse.)
+            // (An OrderPlaced naming another order than its stream's is refused below.)
             (None, OrderEvent::Placed(placed))
                 if placed.order_id.as_uuid() == event.aggregate_id =>
             {

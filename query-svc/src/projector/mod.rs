@@ -182,13 +182,7 @@ impl Projector {
     /// Applies a batch in one transaction, then acks (or naks what must come again).
     async fn process(&self, batch: Vec<jetstream::Message>) {
         let deliveries: Vec<Delivery> = batch.iter().map(delivery).collect();
-        let applied = match apply_records(&self.pool, &self.streams, &deliveries, false).await {
-            Err(Transient::RetryCarefully) => {
-                apply_records(&self.pool, &self.streams, &deliveries, true).await
-            }
-            other => other,
-        };
-        match applied {
+        match apply_records(&self.pool, &self.streams, &deliveries).await {
             Ok(outcome) => {
                 for (message, done) in batch.iter().zip(&outcome.done) {
                     let ack = if *done {
@@ -294,22 +288,16 @@ pub async fn apply_records(
     pool: &PgPool,
     streams: &Streams,
     deliveries: &[Delivery],
-    careful: bool,
 ) -> Result<run::Outcome, Transient> {
     let mut tx = pool.begin().await?;
     generations::hold_serving(&mut tx).await?;
     generations::hold_projector(&mut tx).await?;
-    let mode = run::Mode {
-        careful,
-        fold: !careful,
-    };
-    let outcome = run::apply_in_order(&mut tx, streams, deliveries, mode).await?;
+    let outcome = run::apply_in_order(&mut tx, streams, deliveries).await?;
     tx.commit().await?;
     tracing::debug!(
         deliveries = deliveries.len(),
         applied = outcome.applied,
         skipped = outcome.skipped,
-        careful,
         watermark = outcome.watermark.global_position,
         "batch committed"
     );

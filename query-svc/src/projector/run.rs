@@ -10,8 +10,10 @@
 //!   missing from this batch (held by a consumer that died until JetStream redelivers them, or
 //!   lost), and they are read from command-svc's ReadAll in one call and join the run first.
 //!   A restarted projector therefore resumes without stream-by-stream hole fills.
-//! - The run is applied (folded as one page when it fits, else event by event) and the
-//!   watermark moves to its last event, in the same transaction.
+//! - The run is applied, folded as one page (`store::apply_page`). A run that does not fit (a
+//!   stream held behind a dead letter, an event that fails) goes event by event, each a page
+//!   of one in a savepoint, where a failing event is retried or dead-lettered. The watermark
+//!   moves to the run's last event done, in the same transaction.
 
 use std::borrow::Cow;
 
@@ -32,30 +34,17 @@ use crate::{
         order_view::OrderChanged,
     },
     store::{
-        apply::{Batch, StreamKey},
-        apply_page,
+        apply_page::{self, Page},
+        progress::{Batch, StreamKey},
         watermark::{self, LogPoint},
     },
 };
 
-/// Runs at least this long are first offered to [`apply_page::try_apply`], which writes each
-/// table once per run. Below it the event-by-event path takes fewer round trips.
-const FOLD_AT_LEAST: usize = 8;
 /// At most this many events are read from the log to fill the gaps of one batch; deliveries
 /// beyond are redelivered and find the watermark moved on.
 const FILL_LIMIT: usize = 10_000;
 /// Events per ReadAll call when filling.
 const FILL_PAGE: u32 = 2_000;
-
-/// How a run is applied.
-#[derive(Debug, Clone, Copy)]
-pub struct Mode {
-    /// Each event in a savepoint, so a failing one can be dead-lettered; without it (the fast
-    /// path) a failing event sends the whole batch back as [`Transient::RetryCarefully`].
-    pub careful: bool,
-    /// Offer the run to the page fold first.
-    pub fold: bool,
-}
 
 /// What became of a batch.
 #[derive(Debug, Default)]
@@ -104,19 +93,17 @@ pub async fn apply_in_order(
     conn: &mut PgConnection,
     streams: &Streams,
     deliveries: &[Delivery],
-    mode: Mode,
 ) -> Result<Outcome, Transient> {
     let start = watermark::load(conn).await?;
     let (run, fates) = lay_out(streams, start, deliveries).await?;
-    let mut bookkeeping = Batch::new(mode.careful);
+    let mut bookkeeping = Batch::new();
     let keys: Vec<StreamKey> = run
         .iter()
         .filter_map(|event| stream_key(&event.record))
         .map(|(tenant, stream, _)| (tenant, stream))
         .collect();
     bookkeeping.prefetch(conn, &keys).await?;
-    let (done_in_run, applied, changes) =
-        apply_run(conn, streams, &mut bookkeeping, &run, mode).await?;
+    let (done_in_run, applied, changes) = apply_run(conn, streams, &mut bookkeeping, &run).await?;
     bookkeeping.flush(conn).await?;
     let duplicates = fates.iter().filter(|f| matches!(f, Fate::Done)).count();
     let mut covered = bookkeeping.done_positions().to_vec();
@@ -250,31 +237,29 @@ async fn fill<'a>(
     }
 }
 
-/// Applies the run in order: folded as one page when it fits, else event by event. Returns
-/// how many of its events are done (the run stops at an event that fails and has attempts
-/// left), how many of those were applied, and the order views that changed.
+/// Applies the run in order: folded as one page when it fits, else event by event (each a page
+/// of one in a savepoint). Returns how many of its events are done (the run stops at an event
+/// that fails and has attempts left), how many of those were applied, and the order views that
+/// changed.
 async fn apply_run(
     conn: &mut PgConnection,
     streams: &Streams,
     bookkeeping: &mut Batch,
     run: &[RunEvent<'_>],
-    mode: Mode,
 ) -> Result<(usize, usize, Vec<OrderChanged>), Transient> {
     // One span per event, which ends when the batch commits: an event is projected then.
     let spans: Vec<tracing::Span> = run.iter().map(project_span).collect();
-    if mode.fold && run.len() >= FOLD_AT_LEAST {
-        let events: Option<Vec<Event>> = run
-            .iter()
-            .map(|event| Event::try_from(event.record.as_ref()).ok())
-            .collect();
-        if let Some(events) = events
-            && let Some(changes) = apply_page::try_apply(conn, bookkeeping, &events).await?
-        {
-            for event in run {
-                bookkeeping.record_done(&event.record);
-            }
-            return Ok((run.len(), run.len(), changes));
+    let events: Option<Vec<Event>> = run
+        .iter()
+        .map(|event| Event::try_from(event.record.as_ref()).ok())
+        .collect();
+    if let Some(events) = events
+        && let Page::Applied(changes) = apply_page::apply(conn, bookkeeping, &events).await?
+    {
+        for event in run {
+            bookkeeping.record_done(&event.record);
         }
+        return Ok((run.len(), run.len(), changes));
     }
     let mut changes = Vec::new();
     let (mut done, mut applied) = (0, 0);

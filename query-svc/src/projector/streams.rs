@@ -21,7 +21,8 @@ use crate::{
         order_view::OrderChanged,
     },
     store::{
-        apply::{ApplyError, Batch, apply_event, is_transient},
+        apply_page::{self, Page},
+        progress::Batch,
         watermark::LogPoint,
     },
 };
@@ -45,9 +46,6 @@ pub enum Transient {
     Database(#[from] sqlx::Error),
     #[error("command-svc event log: {0}")]
     Backfill(String),
-    /// An event failed in a batch applied without savepoints: apply the batch again, carefully.
-    #[error("an event of the batch failed; the batch is applied again with savepoints")]
-    RetryCarefully,
 }
 
 /// What became of one event.
@@ -111,7 +109,7 @@ impl Streams {
             Ok(change) => Ok(Step::Applied(change.map(Box::new))),
             Err(error) if attempts >= max_attempts => {
                 dead_letter(conn, record, &error, attempts).await?;
-                batch.dead_lettered += 1;
+                batch.record_dead_letter((tenant, stream));
                 Ok(Step::Skipped)
             }
             Err(error) => {
@@ -165,7 +163,9 @@ impl Streams {
             for event in &response.events {
                 if let Err(error) = apply_one(conn, batch, event).await? {
                     dead_letter(conn, event, &error, 1).await?;
-                    batch.dead_lettered += 1;
+                    if let Some((tenant, stream, _)) = stream_key(event) {
+                        batch.record_dead_letter((tenant, stream));
+                    }
                     return Ok(false);
                 }
                 last += 1;
@@ -232,10 +232,9 @@ impl Streams {
     }
 }
 
-/// Decodes and applies one record. `Ok(Err(_))` is the event's fault; `Err(_)` is the
-/// database's. A careful batch applies it inside a savepoint, so a failing event leaves the
-/// transaction usable (and can be dead-lettered); a fast batch has none, and any failure
-/// sends the whole batch back as [`Transient::RetryCarefully`].
+/// Decodes and applies one record: a page of one, in a savepoint, so that a failing event
+/// leaves the transaction usable (and can be dead-lettered). `Ok(Err(_))` is the event's
+/// fault; `Err(_)` is the database's.
 async fn apply_one(
     conn: &mut PgConnection,
     batch: &mut Batch,
@@ -243,44 +242,28 @@ async fn apply_one(
 ) -> Result<Result<Option<OrderChanged>, ProjectionError>, Transient> {
     let event = match Event::try_from(record) {
         Ok(event) => event,
-        Err(_) if !batch.careful => return Err(Transient::RetryCarefully),
         Err(error) => return Ok(Err(error)),
     };
-    if !batch.careful {
-        return match apply_event(conn, batch, &event).await {
-            Ok(change) => Ok(Ok(change)),
-            Err(ApplyError::Database(error)) if !is_event_fault(&error) => {
-                Err(Transient::Database(error))
-            }
-            Err(_) => Err(Transient::RetryCarefully),
-        };
-    }
     let mut savepoint = conn.begin().await?;
-    match apply_event(&mut savepoint, batch, &event).await {
-        Ok(change) => {
+    match apply_page::apply(&mut savepoint, batch, std::slice::from_ref(&event)).await? {
+        Page::Applied(changes) => {
             savepoint.commit().await?;
-            Ok(Ok(change))
+            Ok(Ok(changes.into_iter().next()))
         }
-        Err(ApplyError::Projection(error)) => {
+        Page::Failed(error) => {
             savepoint.rollback().await?;
             Ok(Err(error))
         }
-        Err(ApplyError::Database(sqlx::Error::Database(error)))
-            if !is_transient(error.as_ref()) =>
-        {
+        Page::DoesNotFit => {
+            // The caller checked the version and the hold; only a race with an operator's
+            // catch-up gets here. Try again with the batch.
             savepoint.rollback().await?;
-            Ok(Err(ProjectionError(format!(
-                "read database refused the event: {error}"
-            ))))
+            Err(Transient::Backfill(format!(
+                "{} changed while its event at version {} was applied",
+                event.stream_id, event.stream_version
+            )))
         }
-        Err(ApplyError::Database(error)) => Err(Transient::Database(error)),
     }
-}
-
-/// A constraint or data error repeats on every retry: the event's fault. A lost connection, a
-/// shutdown or a transient refusal (a deadlock with another replica's batch) is not.
-fn is_event_fault(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(error) if !is_transient(error.as_ref()))
 }
 
 /// Whether the stream waits behind an unresolved dead letter; if so, counts `version` among the

@@ -1,9 +1,10 @@
-//! Applying a page of events at once: read the rows it touches, fold the page in memory
-//! (`projection::page`), write each read table once. About twenty statements a page instead of
-//! three or more per event. Only for a page that fits: every event its stream's next version,
-//! no stream held behind a dead letter, every event applicable. Otherwise nothing is written
-//! and the caller applies the page event by event (`store::apply`), where a failing event is
-//! dead-lettered.
+//! Applying events to the read tables, the one way they are applied: read the rows a page of
+//! events touches, fold the page in memory (`projection::page`, where every rule lives), write
+//! each read table once. About twenty statements a page, whatever its length. A page that
+//! does not fit (a stream not at its next version, or held behind a dead letter) or that holds
+//! an event that fails writes nothing; the caller then applies the page event by event, each a
+//! page of one in a savepoint, where the failing event is found and dead-lettered
+//! (`projector::streams`).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -11,32 +12,51 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire as _, PgConnection};
 use uuid::Uuid;
 
-use super::apply::{Batch, StreamKey};
+use super::progress::{Batch, StreamKey, is_transient};
 use crate::projection::{
+    ProjectionError,
     event::{Event, Payload},
-    order_view::{OrderChanged, OrderState},
+    order_view::{OrderChanged, OrderState, Payment},
     page::{CustomerKey, CustomerRow, OrderKey, OrderRow, PageFold},
 };
 use shared::events::OrderEvent;
 
-/// Applies `events` (in commit order) if the page fits, recording them in `batch`, and returns
-/// the order views that changed; returns None, having written nothing, if the page must be
-/// applied event by event instead.
-pub async fn try_apply(
+/// What became of a page.
+#[derive(Debug)]
+pub enum Page {
+    /// Written, and recorded in the batch: the order views that changed.
+    Applied(Vec<OrderChanged>),
+    /// Not every stream is at its next version, or one waits behind a dead letter: nothing
+    /// written. Go event by event.
+    DoesNotFit,
+    /// An event cannot be applied (the fold refused it, a stored view is unreadable, or the
+    /// database refused a row for a reason that will not pass): nothing written. In a page of
+    /// one, the event's fault.
+    Failed(ProjectionError),
+}
+
+/// Applies `events` (in commit order) as one page, recording them in `batch`. An `Err` is the
+/// database's failure (retry the batch); a page that is refused is [`Page::DoesNotFit`] or
+/// [`Page::Failed`], with nothing written.
+pub async fn apply(
     conn: &mut PgConnection,
     batch: &mut Batch,
     events: &[Event],
-) -> Result<Option<Vec<OrderChanged>>, sqlx::Error> {
-    if events.is_empty() || !in_version_order(conn, batch, events).await? {
-        return Ok(None);
+) -> Result<Page, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Page::Applied(Vec::new()));
     }
-    let Some(mut fold) = load(conn, events).await? else {
-        return Ok(None);
+    if !in_version_order(conn, batch, events).await? {
+        return Ok(Page::DoesNotFit);
+    }
+    let mut fold = match load(conn, events).await? {
+        Ok(fold) => fold,
+        Err(error) => return Ok(Page::Failed(error)),
     };
     for event in events {
         if let Err(error) = fold.apply(event) {
-            tracing::debug!(%error, event_id = %event.event_id, "page applied event by event");
-            return Ok(None);
+            tracing::debug!(%error, event_id = %event.event_id, "page refused an event");
+            return Ok(Page::Failed(error));
         }
     }
     // In a savepoint: a row the database refuses (a constraint) leaves the transaction usable
@@ -44,17 +64,19 @@ pub async fn try_apply(
     let mut writes = conn.begin().await?;
     match write(&mut writes, &fold).await {
         Ok(()) => writes.commit().await?,
-        Err(sqlx::Error::Database(error)) if !super::apply::is_transient(error.as_ref()) => {
-            tracing::debug!(%error, "page applied event by event");
+        Err(sqlx::Error::Database(error)) if !is_transient(error.as_ref()) => {
+            tracing::debug!(%error, "the database refused a page");
             writes.rollback().await?;
-            return Ok(None);
+            return Ok(Page::Failed(ProjectionError(format!(
+                "read database refused the event: {error}"
+            ))));
         }
         Err(error) => return Err(error),
     }
     for event in events {
         batch.record_applied(event);
     }
-    Ok(Some(fold.changes))
+    Ok(Page::Applied(fold.changes))
 }
 
 /// Whether every event is its stream's next version and no stream waits behind a dead letter.
@@ -95,8 +117,12 @@ async fn in_version_order(
     Ok(true)
 }
 
-/// The rows of the page's orders and customers, locked; None if a stored view is unreadable.
-async fn load(conn: &mut PgConnection, events: &[Event]) -> Result<Option<PageFold>, sqlx::Error> {
+/// The rows of the page's orders and customers, locked; an error if a stored view is
+/// unreadable.
+async fn load(
+    conn: &mut PgConnection,
+    events: &[Event],
+) -> Result<Result<PageFold, ProjectionError>, sqlx::Error> {
     let mut order_keys = BTreeSet::new();
     let mut customer_keys = BTreeSet::new();
     for event in events {
@@ -126,8 +152,13 @@ async fn load(conn: &mut PgConnection, events: &[Event]) -> Result<Option<PageFo
     .await?;
     let mut orders: HashMap<OrderKey, OrderRow> = HashMap::with_capacity(rows.len());
     for (tenant, order_id, state, customer_name, customer_email) in rows {
-        let Ok(state) = serde_json::from_value::<OrderState>(state) else {
-            return Ok(None);
+        let state = match serde_json::from_value::<OrderState>(state) {
+            Ok(state) => state,
+            Err(error) => {
+                return Ok(Err(ProjectionError(format!(
+                    "stored view of order {order_id} unreadable: {error}"
+                ))));
+            }
         };
         customer_keys.insert((tenant, state.customer_id));
         orders.insert(
@@ -188,7 +219,7 @@ async fn load(conn: &mut PgConnection, events: &[Event]) -> Result<Option<PageFo
             (key, customer)
         })
         .collect();
-    Ok(Some(PageFold::new(orders, customers)))
+    Ok(Ok(PageFold::new(orders, customers)))
 }
 
 /// Writes the folded page: each table once, customers before the order views that copy them.
@@ -263,7 +294,15 @@ async fn write_customers(conn: &mut PgConnection, fold: &PageFold) -> Result<(),
              registered_at = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.registered_at
                                   ELSE c.registered_at END,
              version = CASE WHEN EXCLUDED.version > 0 THEN EXCLUDED.version ELSE c.version END,",
-            add_customer_figures!()
+            "order_count = c.order_count + EXCLUDED.order_count,
+             cancelled_order_count = c.cancelled_order_count + EXCLUDED.cancelled_order_count,
+             lifetime_spend_cents = c.lifetime_spend_cents + EXCLUDED.lifetime_spend_cents,
+             last_order_id = CASE WHEN EXCLUDED.last_order_at IS NOT NULL
+                                   AND (c.last_order_at IS NULL
+                                        OR EXCLUDED.last_order_at >= c.last_order_at)
+                                  THEN EXCLUDED.last_order_id ELSE c.last_order_id END,
+             last_order_at = GREATEST(c.last_order_at, EXCLUDED.last_order_at),
+             last_updated = GREATEST(c.last_updated, EXCLUDED.last_updated)"
         ));
         bind_customers(query, &customer_rows(fold, &created))
             .execute(&mut *conn)
@@ -341,8 +380,7 @@ async fn write_orders(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sq
         states
             .push(serde_json::to_value(&row.state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
     }
-    // As the per-event path: a conflict keeps the copied name and email, which follow the
-    // customer (see `write`).
+    // A conflict keeps the copied name and email, which follow the customer (see `write`).
     sqlx::query(
         "INSERT INTO order_views (tenant_id, order_id, customer_id, customer_name, customer_email,
              status, payment_status, item_count, total_cents, placed_at, last_updated, version,
@@ -384,7 +422,7 @@ async fn write_orders(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sq
     )
     .bind(
         rows.iter()
-            .map(|(_, o)| super::apply::payment_str(&o.state))
+            .map(|(_, o)| payment_str(&o.state))
             .collect::<Vec<_>>(),
     )
     .bind(
@@ -504,7 +542,16 @@ async fn write_sales(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sql
              SELECT * FROM unnest($1::uuid[], $2::date[], $3::bigint[], $4::bigint[],
                  $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
                  $10::bigint[], $11::bigint[])",
-            add_to_daily_sales!()
+            " ON CONFLICT (tenant_id, day) DO UPDATE SET
+                 orders = d.orders + EXCLUDED.orders,
+                 confirmed = d.confirmed + EXCLUDED.confirmed,
+                 cancelled = d.cancelled + EXCLUDED.cancelled,
+                 delivered = d.delivered + EXCLUDED.delivered,
+                 gross_cents = d.gross_cents + EXCLUDED.gross_cents,
+                 discount_cents = d.discount_cents + EXCLUDED.discount_cents,
+                 paid_cents = d.paid_cents + EXCLUDED.paid_cents,
+                 refunded_cents = d.refunded_cents + EXCLUDED.refunded_cents,
+                 items_sold = d.items_sold + EXCLUDED.items_sold"
         ))
         .bind(rows.iter().map(|((t, _), _)| *t).collect::<Vec<_>>())
         .bind(rows.iter().map(|((_, d), _)| *d).collect::<Vec<_>>())
@@ -550,4 +597,13 @@ async fn write_sales(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sql
         .await?;
     }
     Ok(())
+}
+
+/// The `payment_status` column of an order view.
+fn payment_str(state: &OrderState) -> &'static str {
+    match state.payment_status {
+        Payment::Unpaid => "UNPAID",
+        Payment::Paid => "PAID",
+        Payment::Refunded => "REFUNDED",
+    }
 }

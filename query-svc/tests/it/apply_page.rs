@@ -1,12 +1,18 @@
-//! Pages folded in memory and written at once (`store::apply_page`, what a rebuild uses) give
-//! the same read tables, row for row, as the projector's event-by-event path; an event that
-//! does not fit sends its page back, having written nothing.
+//! Pages folded in memory and written at once (`store::apply_page`, the one way events are
+//! applied) give the same read tables, row for row, whatever the page size: the whole log, pages
+//! of 7, pages of one, and the projector's path one event per batch; an event that does not
+//! fit sends its page back, having written nothing.
 
 use e2e::TestDatabase;
 use query_svc::{
     projection::event::Event,
     projector::{Delivery, apply_records, streams::Streams},
-    store::{MIGRATOR, apply::Batch, apply_page, watermark::LogPoint},
+    store::{
+        MIGRATOR,
+        apply_page::{self, Page},
+        progress::Batch,
+        watermark::LogPoint,
+    },
 };
 use shared::{
     auth::ServiceToken,
@@ -203,8 +209,9 @@ async fn the_log(stack: &Stack) -> Vec<Event> {
     decoded(&the_records(stack).await)
 }
 
-/// The read tables after applying `records` event by event, as the projector does when a
-/// batch does not fold (savepoints, one event's statements at a time).
+/// The read tables after applying `records` one at a time as the projector applies a batch
+/// (`apply_records`: the run after the watermark, its page of one), each in a transaction of
+/// its own.
 async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
     let database = TestDatabase::create().await.unwrap();
     let pool = database.migrated_pool(&MIGRATOR, 2).await.unwrap();
@@ -214,12 +221,12 @@ async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
         command_svc,
         ServiceToken::default(),
     ));
-    let deliveries = Delivery::read_from_log(LogPoint::default(), records);
-    let outcome = apply_records(&pool, &streams, &deliveries, true)
-        .await
-        .unwrap();
-    assert!(outcome.done.iter().all(|done| *done));
-    assert_eq!(outcome.applied, deliveries.len());
+    for delivery in Delivery::read_from_log(LogPoint::default(), records) {
+        let outcome = apply_records(&pool, &streams, std::slice::from_ref(&delivery))
+            .await
+            .unwrap();
+        assert_eq!((outcome.done, outcome.applied), (vec![true], 1));
+    }
     let dump = e2e::read_model_dump(&pool).await.unwrap();
     pool.close().await;
     database.drop_database().await.unwrap();
@@ -232,12 +239,14 @@ async fn fold_in_pages(pool: &PgPool, records: &[pb::EventRecord], page: usize) 
     let mut conn = pool.acquire().await.unwrap();
     for chunk in records.chunks(page) {
         let mut tx = conn.begin().await.unwrap();
-        let mut batch = Batch::new(false);
+        let mut batch = Batch::new();
         assert!(
-            apply_page::try_apply(&mut tx, &mut batch, &decoded(chunk))
-                .await
-                .unwrap()
-                .is_some(),
+            matches!(
+                apply_page::apply(&mut tx, &mut batch, &decoded(chunk))
+                    .await
+                    .unwrap(),
+                Page::Applied(_)
+            ),
             "a page of the log did not fold"
         );
         for record in chunk {
@@ -276,11 +285,13 @@ async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) 
 /// Offers `events` as one page in a transaction of its own; true if they were folded.
 async fn try_page(conn: &mut PgConnection, events: &[Event]) -> bool {
     let mut tx = conn.begin().await.unwrap();
-    let mut batch = Batch::new(false);
-    let applied = apply_page::try_apply(&mut tx, &mut batch, events)
-        .await
-        .unwrap()
-        .is_some();
+    let mut batch = Batch::new();
+    let applied = matches!(
+        apply_page::apply(&mut tx, &mut batch, events)
+            .await
+            .unwrap(),
+        Page::Applied(_)
+    );
     batch.flush(&mut tx).await.unwrap();
     tx.commit().await.unwrap();
     applied
@@ -355,13 +366,13 @@ fn ada_registered(log: &[Event]) -> Event {
 /// be while the test goes on.
 async fn applied_uncommitted(pool: &PgPool, events: &[Event]) -> Transaction<'static, Postgres> {
     let mut tx = pool.begin().await.unwrap();
-    let mut batch = Batch::new(false);
-    assert!(
-        apply_page::try_apply(&mut tx, &mut batch, events)
+    let mut batch = Batch::new();
+    assert!(matches!(
+        apply_page::apply(&mut tx, &mut batch, events)
             .await
-            .unwrap()
-            .is_some()
-    );
+            .unwrap(),
+        Page::Applied(_)
+    ));
     batch.flush(&mut tx).await.unwrap();
     tx
 }
@@ -393,11 +404,13 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
         let folded = folded.clone();
         async move {
             let mut tx = folded.begin().await.unwrap();
-            let mut batch = Batch::new(false);
-            let applied = apply_page::try_apply(&mut tx, &mut batch, &[placed])
-                .await
-                .unwrap()
-                .is_some();
+            let mut batch = Batch::new();
+            let applied = matches!(
+                apply_page::apply(&mut tx, &mut batch, &[placed])
+                    .await
+                    .unwrap(),
+                Page::Applied(_)
+            );
             batch.flush(&mut tx).await.unwrap();
             tx.commit().await.unwrap();
             applied
@@ -449,7 +462,7 @@ async fn a_lock_timeout_is_an_error_to_retry_not_a_page_to_send_back(pool: PgPoo
         .execute(&mut *tx)
         .await
         .unwrap();
-    let error = apply_page::try_apply(&mut tx, &mut Batch::new(false), &[registered])
+    let error = apply_page::apply(&mut tx, &mut Batch::new(), &[registered])
         .await
         .expect_err("a lock timeout is an error");
     let code = error
