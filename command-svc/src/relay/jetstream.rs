@@ -230,7 +230,9 @@ async fn drain(
     first_error
 }
 
-fn event_headers(event: &StoredEvent, previous: LogCursor) -> HeaderMap {
+/// The headers of `event`'s message, `previous` being the event published before it (tests
+/// that publish as the relay does use it too).
+pub fn event_headers(event: &StoredEvent, previous: LogCursor) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.insert(headers::EVENT_ID, event.event_id.to_string());
     map.insert(headers::TENANT, event.tenant_id.to_string());

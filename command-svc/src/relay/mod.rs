@@ -27,15 +27,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{LogCursor, StoreError, Xid8, read_all_on};
 
-pub use jetstream::EventStreamSettings;
 use jetstream::Publisher;
+pub use jetstream::{EventStreamSettings, event_headers};
 
 /// Advisory lock key of the relay ("PIZZRELY"); advisory locks are per database.
 const RELAY_LOCK_KEY: i64 = 0x5049_5a5a_5245_4c59;
 /// How often a standby relay retries the lock.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most a second: once the fault heals, the relay is publishing again within a second (a
+/// retry costs one connection attempt).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Relay tuning, from the command-svc configuration.
 #[derive(Debug, Clone)]

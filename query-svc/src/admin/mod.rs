@@ -151,6 +151,9 @@ impl Admin {
     pub async fn retry(&self, id: i64) -> Result<Retried, AdminError> {
         let mut tx = self.pool.begin().await?;
         generations::hold_serving(&mut tx).await?;
+        // One writer of the serving tables at a time: no deadlock with a projector batch over
+        // the customer rows both touch.
+        generations::hold_projector(&mut tx).await?;
         let (dead, record) = lock_pending(&mut tx, id).await?;
         dead_letters::resolve(&mut tx, id, "RETRIED", None).await?;
         let mut bookkeeping = Batch::new();
@@ -189,6 +192,9 @@ impl Admin {
     pub async fn skip(&self, id: i64, reason: &str) -> Result<(), AdminError> {
         let mut tx = self.pool.begin().await?;
         generations::hold_serving(&mut tx).await?;
+        // One writer of the serving tables at a time: no deadlock with a projector batch over
+        // the customer rows both touch.
+        generations::hold_projector(&mut tx).await?;
         let (dead, record) = lock_pending(&mut tx, id).await?;
         let Some((tenant, stream, version)) = stream_key(&record) else {
             return Err(AdminError::FailedPrecondition(

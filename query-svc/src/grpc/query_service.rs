@@ -123,6 +123,24 @@ impl QueryApi {
         }
     }
 
+    /// [`Self::wait_for_aggregate`] for an order.
+    async fn wait_for_order<T>(
+        &self,
+        request: &Request<T>,
+        min_position: u64,
+        tenant: Uuid,
+        id: Uuid,
+    ) -> Result<(), Status> {
+        self.wait_for_aggregate(
+            request,
+            min_position,
+            tenant,
+            OrderEvent::AGGREGATE_TYPE,
+            id,
+        )
+        .await
+    }
+
     /// [`Self::wait_for`], for a read of one aggregate: once the position is reached, a stream
     /// held behind a dead letter answers UNAVAILABLE rather than a view that misses events
     /// the caller may have written (the hold lasts until an operator retries or skips the dead
@@ -241,14 +259,8 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let id = required_uuid(&request.get_ref().order_id, "order_id")?;
         let min_position = request.get_ref().min_position;
-        self.wait_for_aggregate(
-            &request,
-            min_position,
-            tenant,
-            OrderEvent::AGGREGATE_TYPE,
-            id,
-        )
-        .await?;
+        self.wait_for_order(&request, min_position, tenant, id)
+            .await?;
         let row = queries::order(&self.pool, tenant, id)
             .await
             .map_err(db)?
@@ -394,14 +406,8 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let id = required_uuid(&request.get_ref().order_id, "order_id")?;
         let min_position = request.get_ref().min_position;
-        self.wait_for_aggregate(
-            &request,
-            min_position,
-            tenant,
-            OrderEvent::AGGREGATE_TYPE,
-            id,
-        )
-        .await?;
+        self.wait_for_order(&request, min_position, tenant, id)
+            .await?;
         let rows = queries::timeline(&self.pool, tenant, id)
             .await
             .map_err(db)?;
@@ -458,14 +464,8 @@ impl QueryService for QueryApi {
             return Err(invalid(violations));
         };
         let min_position = body.min_position;
-        self.wait_for_aggregate(
-            &request,
-            min_position,
-            tenant,
-            OrderEvent::AGGREGATE_TYPE,
-            id,
-        )
-        .await?;
+        self.wait_for_order(&request, min_position, tenant, id)
+            .await?;
         let row = queries::order_as_of(&self.pool, tenant, id, as_of)
             .await
             .map_err(db)?

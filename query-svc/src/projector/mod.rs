@@ -131,7 +131,8 @@ impl Projector {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            // At most a second: once the fault heals, the projector is back within a second.
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
         tracing::info!("projector stopped");
     }

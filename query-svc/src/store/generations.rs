@@ -49,9 +49,10 @@ pub async fn hold_serving(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Serializes the projector's batches across replicas, until the transaction ends: each batch
-/// starts from the watermark the one before it left, so a gap it sees is a real one (events
-/// lost or held by a consumer that died), not a neighbour's batch still in flight.
+/// Serializes the projector's batches across replicas (and the admin rpcs that apply events),
+/// until the transaction ends: each batch starts from the watermark the one before it left, so
+/// a gap it sees is a real one (events lost or held by a consumer that died), not a
+/// neighbour's batch still in flight. Take it right after [`hold_serving`].
 pub async fn hold_projector(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
         .bind(LOCK_CLASS)

@@ -200,38 +200,19 @@ impl Stack {
             .into_inner()
     }
 
-    /// Publishes stored events (as the relay would) in the order given, by global position.
+    /// Publishes stored events (as the relay would) in the order given, by global position,
+    /// with no headers: the projector cannot tell what came before each one.
     pub async fn publish(&self, positions: &[i64]) {
-        let store = command_svc::store::EventStore::new(self.write_pool.clone());
-        let all = wait_for_events(&store, positions.iter().copied().max().unwrap_or(0)).await;
-        let client = async_nats::connect(&self.stream.nats_url).await.unwrap();
-        let jetstream = async_nats::jetstream::new(client);
-        for position in positions {
-            let event = all
-                .iter()
-                .find(|e| e.global_position == *position)
-                .expect("event exists")
-                .clone();
-            let subject = shared::envelope::event_subject(
-                &self.stream.subject_prefix,
-                event.tenant_id,
-                &event.aggregate_type,
-                event.aggregate_id,
-            );
-            let body = prost::Message::encode_to_vec(&event.into_record());
-            jetstream
-                .publish(subject, body.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+        self.publish_with(positions, false).await;
     }
 
     /// Publishes stored events as the relay does, headers and all (each message names the
     /// event before it in commit order), but only those given: the others are "lost".
     pub async fn publish_as_relay(&self, positions: &[i64]) {
-        use shared::envelope::headers;
+        self.publish_with(positions, true).await;
+    }
+
+    async fn publish_with(&self, positions: &[i64], headers: bool) {
         let store = command_svc::store::EventStore::new(self.write_pool.clone());
         let mut all = wait_for_events(&store, positions.iter().copied().max().unwrap_or(0)).await;
         all.sort_by_key(|e| e.cursor());
@@ -252,17 +233,11 @@ impl Stack {
                 &event.aggregate_type,
                 event.aggregate_id,
             );
-            let mut map = async_nats::HeaderMap::new();
-            map.insert(headers::TRANSACTION_ID, event.transaction_id.0.to_string());
-            map.insert(headers::POSITION, event.global_position.to_string());
-            map.insert(
-                headers::PREVIOUS_TRANSACTION_ID,
-                previous.transaction_id.0.to_string(),
-            );
-            map.insert(
-                headers::PREVIOUS_POSITION,
-                previous.global_position.to_string(),
-            );
+            let map = if headers {
+                command_svc::relay::event_headers(&event, previous)
+            } else {
+                async_nats::HeaderMap::new()
+            };
             let body = prost::Message::encode_to_vec(&event.into_record());
             jetstream
                 .publish_with_headers(subject, map, body.into())

@@ -211,17 +211,7 @@ async fn a_poison_event_is_dead_lettered_and_other_orders_keep_flowing(pool: PgP
     stack.order_at(ORDER_A, placed.position).await;
 
     // An event no projection can apply: a confirmation whose payload lacks every field.
-    sqlx::query(
-        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
-                             event_id, event_type, schema_version, payload)
-         VALUES ('00000000-0000-0000-0000-000000000000', $1, 'order', $2, 2,
-                 gen_random_uuid(), 'OrderConfirmed', 1, '{}')",
-    )
-    .bind(format!("order-{ORDER_A}"))
-    .bind(uuid::Uuid::parse_str(ORDER_A).unwrap())
-    .execute(&stack.write_pool)
-    .await
-    .unwrap();
+    append_poison(&stack, ORDER_A, 2).await;
 
     // Another order is projected while the poison event is being retried.
     let other = stack.place(ORDER_B, 1).await;
@@ -292,17 +282,7 @@ async fn a_read_of_an_order_held_behind_a_dead_letter_is_unavailable_not_stale(p
     let placed = stack.place(ORDER_A, 1).await;
     stack.order_at(ORDER_A, placed.position).await;
     // Order A's version 2 is an event no projection can apply.
-    sqlx::query(
-        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
-                             event_id, event_type, schema_version, payload)
-         VALUES ('00000000-0000-0000-0000-000000000000', $1, 'order', $2, 2,
-                 gen_random_uuid(), 'OrderConfirmed', 1, '{}')",
-    )
-    .bind(format!("order-{ORDER_A}"))
-    .bind(uuid::Uuid::parse_str(ORDER_A).unwrap())
-    .execute(&stack.write_pool)
-    .await
-    .unwrap();
+    append_poison(&stack, ORDER_A, 2).await;
     let session = stack.place(ORDER_B, 1).await.position;
 
     // Order B, written after the poison event, is read with the session token.
@@ -345,4 +325,21 @@ async fn a_read_of_an_order_held_behind_a_dead_letter_is_unavailable_not_stale(p
     }
     // Without a token the read is eventually consistent and shows the last good view.
     assert_eq!(stack.order_at(ORDER_A, 0).await.version, 1);
+}
+
+/// Appends to `order`'s stream, at `version`, a confirmation whose payload lacks every field:
+/// an event no projection can apply.
+async fn append_poison(stack: &helpers::Stack, order: &str, version: i64) {
+    sqlx::query(
+        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
+                             event_id, event_type, schema_version, payload)
+         VALUES ('00000000-0000-0000-0000-000000000000', $1, 'order', $2, $3,
+                 gen_random_uuid(), 'OrderConfirmed', 1, '{}')",
+    )
+    .bind(format!("order-{order}"))
+    .bind(uuid::Uuid::parse_str(order).unwrap())
+    .bind(version)
+    .execute(&stack.write_pool)
+    .await
+    .unwrap();
 }
