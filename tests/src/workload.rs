@@ -262,52 +262,70 @@ struct SessionReader {
 }
 
 impl SessionReader {
+    /// Reads until `stop`, then (the faults healed) until one more read answers, so every run
+    /// checks at least one answer, and one after recovery.
     async fn run(mut self, stop: tokio_util::sync::CancellationToken) -> Ledger {
         let mut ledger = Ledger::default();
         let mut next = 0;
         while !stop.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let picked = {
-                let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-                if session.orders.is_empty() {
-                    continue;
-                }
-                next = (next + 1) % session.orders.len();
-                let (order_id, version) = session.orders[next].clone();
-                (session.token, order_id, version)
-            };
-            let (token, order_id, version) = picked;
-            let mut request = Request::new(pb::GetOrderRequest {
-                order_id: order_id.clone(),
-                min_position: token,
-            });
-            request.set_timeout(CALL_DEADLINE);
-            if let Ok(tenant) = MetadataValue::try_from(self.tenant.as_str()) {
-                request
-                    .metadata_mut()
-                    .insert(shared::auth::TENANT_HEADER, tenant);
+            self.read_one(&mut next, &mut ledger).await;
+        }
+        let deadline = Instant::now() + GIVE_UP_AFTER;
+        while !self.read_one(&mut next, &mut ledger).await && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ledger
+    }
+
+    /// Reads the next order with the session token and checks the answer; true if it answered.
+    async fn read_one(&mut self, next: &mut usize, ledger: &mut Ledger) -> bool {
+        let picked = {
+            let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+            if session.orders.is_empty() {
+                return false;
             }
-            match self.queries.get_order(request).await {
-                Ok(view) => {
-                    ledger.session_reads += 1;
-                    let view = view.into_inner();
-                    if view.version < version {
-                        ledger.failures.push(format!(
-                            "stale read: order {order_id} read with session token {token} \
-                             answered version {}, but version {version} was acknowledged",
-                            view.version
-                        ));
-                    }
+            *next = (*next + 1) % session.orders.len();
+            let (order_id, version) = session.orders[*next].clone();
+            (session.token, order_id, version)
+        };
+        let (token, order_id, version) = picked;
+        let mut request = Request::new(pb::GetOrderRequest {
+            order_id: order_id.clone(),
+            min_position: token,
+        });
+        request.set_timeout(CALL_DEADLINE);
+        if let Ok(tenant) = MetadataValue::try_from(self.tenant.as_str()) {
+            request
+                .metadata_mut()
+                .insert(shared::auth::TENANT_HEADER, tenant);
+        }
+        match self.queries.get_order(request).await {
+            Ok(view) => {
+                ledger.session_reads += 1;
+                let view = view.into_inner();
+                if view.version < version {
+                    ledger.failures.push(format!(
+                        "stale read: order {order_id} read with session token {token} \
+                         answered version {}, but version {version} was acknowledged",
+                        view.version
+                    ));
                 }
-                Err(status) if retryable(status.code()) => ledger.session_reads_refused += 1,
-                Err(status) => ledger.failures.push(format!(
+                true
+            }
+            Err(status) if retryable(status.code()) => {
+                ledger.session_reads_refused += 1;
+                false
+            }
+            Err(status) => {
+                ledger.failures.push(format!(
                     "order {order_id} read with session token {token} got {:?}: {}",
                     status.code(),
                     status.message()
-                )),
+                ));
+                true
             }
         }
-        ledger
     }
 }
 
