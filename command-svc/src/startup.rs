@@ -186,7 +186,7 @@ impl App {
                     .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
             )
             .add_service(
-                EventLogServiceServer::new(EventLogApi::new(store))
+                EventLogServiceServer::new(EventLogApi::new(store, crate::domain::AGGREGATE_TYPES))
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
             );

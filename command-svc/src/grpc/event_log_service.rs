@@ -25,11 +25,16 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct EventLogApi {
     store: EventStore,
+    /// The aggregate types whose streams ReadStream reads, as registered at start-up.
+    aggregate_types: &'static [&'static str],
 }
 
 impl EventLogApi {
-    pub fn new(store: EventStore) -> Self {
-        Self { store }
+    pub fn new(store: EventStore, aggregate_types: &'static [&'static str]) -> Self {
+        Self {
+            store,
+            aggregate_types,
+        }
     }
 }
 
@@ -61,10 +66,18 @@ impl EventLogService for EventLogApi {
         let tenant = stream_tenant(&request)?.as_uuid();
         let request = request.into_inner();
         let mut violations = Vec::new();
-        if !matches!(request.aggregate_type.as_str(), "order" | "customer") {
+        if !self
+            .aggregate_types
+            .contains(&request.aggregate_type.as_str())
+        {
+            let known: Vec<String> = self
+                .aggregate_types
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect();
             violations.push(FieldViolation {
                 field: "aggregate_type".into(),
-                description: "must be \"order\" or \"customer\"".into(),
+                description: format!("must be {}", known.join(" or ")),
             });
         }
         let id = match Uuid::try_parse(&request.aggregate_id) {
