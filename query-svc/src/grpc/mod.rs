@@ -2,6 +2,7 @@
 
 pub mod admin_service;
 pub mod query_service;
+pub mod requests;
 
 use tonic::Status;
 

@@ -1,36 +1,35 @@
-//! `pizzeria.v1.QueryService` over the read tables.
+//! `pizzeria.v1.QueryService` over the read tables: each handler parses its request
+//! (`super::requests`), waits for the read-your-writes token, calls the query functions
+//! (`store::queries`) and builds the reply.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, NaiveDate, Utc};
 use futures::Stream;
 use shared::{
     events::{CustomerEvent, DomainEvent as _, OrderEvent},
-    grpc::{FieldViolation, invalid, tenant},
-    proto::v1::{
-        self as pb, get_order_as_of_request::AsOf as PbAsOf, query_service_server::QueryService,
-    },
+    grpc::{invalid, tenant},
+    proto::v1::{self as pb, query_service_server::QueryService},
 };
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::db;
+use super::{
+    db,
+    requests::{
+        CustomerQuery, OrderAsOfQuery, OrderListQuery, OrderQuery, PageToken, SalesQuery,
+        WatchQuery,
+    },
+};
 use crate::{
     projection::{
         analytics::{average_order_value, confirmation_rate},
         order_view::{OrderChanged, Status as OrderStatus, timestamp},
     },
     projector::{Coverage, Progress},
-    store::queries::{self, AsOf, OrderFilter, OrderRow},
+    store::queries::{self, OrderFilter, OrderRow},
 };
-
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
-const DEFAULT_TOP_ITEMS: u32 = 10;
-const MAX_ANALYTICS_DAYS: i64 = 366;
 
 /// Serves queries; `max_consistency_wait` bounds how long a `min_position` read waits.
 #[derive(Debug, Clone)]
@@ -188,64 +187,12 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
     })
 }
 
-fn uuid_field(raw: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Option<Uuid> {
-    match Uuid::try_parse(raw) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            violations.push(FieldViolation::new(field, "must be a UUID"));
-            None
-        }
-    }
-}
-
-fn required_uuid(raw: &str, field: &str) -> Result<Uuid, Status> {
-    let mut violations = Vec::new();
-    uuid_field(raw, field, &mut violations).ok_or_else(|| invalid(violations))
-}
-
-fn time(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
-}
-
 fn order_view(row: &OrderRow) -> pb::OrderView {
     row.state.to_proto(&row.customer_name, &row.customer_email)
 }
 
 fn not_found_order(id: Uuid) -> Status {
     Status::not_found(format!("order {id} not found"))
-}
-
-/// The page token: the last order of the page plus a fingerprint of the filters it was
-/// issued for.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct PageToken {
-    placed_at: DateTime<Utc>,
-    order_id: Uuid,
-    filters: String,
-}
-
-fn filters_fingerprint(request: &pb::ListOrdersRequest) -> String {
-    let ts = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref()
-            .map_or(String::new(), |t| format!("{}.{}", t.seconds, t.nanos))
-    };
-    format!(
-        "{}|{}|{}|{}",
-        request.customer_id,
-        request.status,
-        ts(&request.placed_from),
-        ts(&request.placed_to)
-    )
-}
-
-fn parse_date(raw: &str, field: &str, violations: &mut Vec<FieldViolation>) -> Option<NaiveDate> {
-    match NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        Ok(date) => Some(date),
-        Err(_) => {
-            violations.push(FieldViolation::new(field, "must be a date YYYY-MM-DD"));
-            None
-        }
-    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::OrderChange, Status>> + Send>>;
@@ -257,9 +204,9 @@ impl QueryService for QueryApi {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let id = required_uuid(&request.get_ref().order_id, "order_id")?;
-        let min_position = request.get_ref().min_position;
-        self.wait_for_order(&request, min_position, tenant, id)
+        let query = OrderQuery::try_from(request.get_ref()).map_err(invalid)?;
+        let id = query.order_id;
+        self.wait_for_order(&request, query.min_position, tenant, id)
             .await?;
         let row = queries::order(&self.pool, tenant, id)
             .await
@@ -273,70 +220,22 @@ impl QueryService for QueryApi {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let body = request.get_ref();
-        let mut violations = Vec::new();
-        let mut filter = OrderFilter::default();
-        if !body.customer_id.is_empty() {
-            filter.customer_id = uuid_field(&body.customer_id, "customer_id", &mut violations);
-        }
-        match pb::OrderStatus::try_from(body.status) {
-            Ok(pb::OrderStatus::Unspecified) => {}
-            Ok(status) => filter.status = OrderStatus::from_proto(status).map(OrderStatus::as_str),
-            Err(_) => violations.push(FieldViolation::new("status", "unknown order status")),
-        }
-        filter.placed_from = body.placed_from.as_ref().and_then(time);
-        filter.placed_to = body.placed_to.as_ref().and_then(time);
-        if let (Some(from), Some(to)) = (filter.placed_from, filter.placed_to)
-            && to <= from
-        {
-            violations.push(FieldViolation::new(
-                "placed_to",
-                "must be after placed_from",
-            ));
-        }
-        let fingerprint = filters_fingerprint(body);
-        if !body.page_token.is_empty() {
-            let token = URL_SAFE_NO_PAD
-                .decode(&body.page_token)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<PageToken>(&bytes).ok());
-            match token {
-                Some(token) if token.filters == fingerprint => {
-                    filter.after = Some((token.placed_at, token.order_id));
-                }
-                Some(_) => violations.push(FieldViolation::new(
-                    "page_token",
-                    "was issued for other filters",
-                )),
-                None => violations.push(FieldViolation::new(
-                    "page_token",
-                    "is not a valid page token",
-                )),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(invalid(violations));
-        }
-        self.wait_for(&request, body.min_position).await?;
-        let page_size = match body.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let query = OrderListQuery::try_from(request.get_ref()).map_err(invalid)?;
+        self.wait_for(&request, query.min_position).await?;
+        let (filter, page_size) = (&query.filter, query.page_size);
         // One more than asked tells whether another page follows.
-        let mut rows = queries::list_orders(&self.pool, tenant, &filter, page_size + 1)
+        let mut rows = queries::list_orders(&self.pool, tenant, filter, page_size + 1)
             .await
             .map_err(db)?;
         let more = rows.len() > page_size as usize;
         rows.truncate(page_size as usize);
         let next_page_token = match rows.last() {
-            Some(last) if more => {
-                let token = PageToken {
-                    placed_at: last.placed_at,
-                    order_id: last.order_id,
-                    filters: fingerprint,
-                };
-                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
+            Some(last) if more => PageToken {
+                placed_at: last.placed_at,
+                order_id: last.order_id,
+                filters: query.fingerprint.clone(),
             }
+            .encode(),
             _ => String::new(),
         };
         let orders = rows
@@ -370,11 +269,11 @@ impl QueryService for QueryApi {
         request: Request<pb::GetCustomerRequest>,
     ) -> Result<Response<pb::CustomerView>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let id = required_uuid(&request.get_ref().customer_id, "customer_id")?;
-        let min_position = request.get_ref().min_position;
+        let query = CustomerQuery::try_from(request.get_ref()).map_err(invalid)?;
+        let id = query.customer_id;
         self.wait_for_aggregate(
             &request,
-            min_position,
+            query.min_position,
             tenant,
             CustomerEvent::AGGREGATE_TYPE,
             id,
@@ -404,9 +303,9 @@ impl QueryService for QueryApi {
         request: Request<pb::GetOrderTimelineRequest>,
     ) -> Result<Response<pb::OrderTimeline>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let id = required_uuid(&request.get_ref().order_id, "order_id")?;
-        let min_position = request.get_ref().min_position;
-        self.wait_for_order(&request, min_position, tenant, id)
+        let query = OrderQuery::try_from(request.get_ref()).map_err(invalid)?;
+        let id = query.order_id;
+        self.wait_for_order(&request, query.min_position, tenant, id)
             .await?;
         let rows = queries::timeline(&self.pool, tenant, id)
             .await
@@ -441,30 +340,9 @@ impl QueryService for QueryApi {
         request: Request<pb::GetOrderAsOfRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let body = request.get_ref();
-        let mut violations = Vec::new();
-        let id = uuid_field(&body.order_id, "order_id", &mut violations);
-        let as_of = match &body.as_of {
-            Some(PbAsOf::Version(version)) => {
-                Some(AsOf::Version(i64::try_from(*version).unwrap_or(i64::MAX)))
-            }
-            Some(PbAsOf::At(at)) => match time(at) {
-                Some(at) => Some(AsOf::Time(at)),
-                None => {
-                    violations.push(FieldViolation::new("at", "is not a valid timestamp"));
-                    None
-                }
-            },
-            None => {
-                violations.push(FieldViolation::new("as_of", "set version or at"));
-                None
-            }
-        };
-        let (Some(id), Some(as_of)) = (id, as_of) else {
-            return Err(invalid(violations));
-        };
-        let min_position = body.min_position;
-        self.wait_for_order(&request, min_position, tenant, id)
+        let query = OrderAsOfQuery::try_from(request.get_ref()).map_err(invalid)?;
+        let (id, as_of) = (query.order_id, query.as_of);
+        self.wait_for_order(&request, query.min_position, tenant, id)
             .await?;
         let row = queries::order_as_of(&self.pool, tenant, id, as_of)
             .await
@@ -478,33 +356,12 @@ impl QueryService for QueryApi {
         request: Request<pb::GetSalesAnalyticsRequest>,
     ) -> Result<Response<pb::SalesAnalytics>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let body = request.get_ref();
-        let mut violations = Vec::new();
-        let from = parse_date(&body.from_date, "from_date", &mut violations);
-        let to = parse_date(&body.to_date, "to_date", &mut violations);
-        let (Some(from), Some(to)) = (from, to) else {
-            return Err(invalid(violations));
-        };
-        if from > to {
-            return Err(invalid(vec![FieldViolation::new(
-                "to_date",
-                "must not be before from_date",
-            )]));
-        }
-        if (to - from).num_days() >= MAX_ANALYTICS_DAYS {
-            return Err(invalid(vec![FieldViolation::new(
-                "to_date",
-                "the range is longer than 366 days",
-            )]));
-        }
-        self.wait_for(&request, body.min_position).await?;
+        let query = SalesQuery::try_from(request.get_ref()).map_err(invalid)?;
+        let (from, to, limit) = (query.from, query.to, query.top_items_limit);
+        self.wait_for(&request, query.min_position).await?;
         let days = queries::daily_sales(&self.pool, tenant, from, to)
             .await
             .map_err(db)?;
-        let limit = match body.top_items_limit {
-            0 => DEFAULT_TOP_ITEMS,
-            n => n.min(100),
-        };
         let items = queries::top_items(&self.pool, tenant, from, to, limit)
             .await
             .map_err(db)?;
@@ -541,8 +398,8 @@ impl QueryService for QueryApi {
         }
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Response::new(pb::SalesAnalytics {
-            from_date: body.from_date.clone(),
-            to_date: body.to_date.clone(),
+            from_date: request.get_ref().from_date.clone(),
+            to_date: request.get_ref().to_date.clone(),
             total_orders: count(totals.orders),
             confirmed_orders: count(totals.confirmed),
             cancelled_orders: count(totals.cancelled),
@@ -577,18 +434,9 @@ impl QueryService for QueryApi {
         request: Request<pb::WatchOrdersRequest>,
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
         let tenant = tenant(&request)?.as_uuid();
-        let body = request.get_ref().clone();
-        let mut violations = Vec::new();
-        let customer = (!body.customer_id.is_empty())
-            .then(|| uuid_field(&body.customer_id, "customer_id", &mut violations))
-            .flatten();
-        let order = (!body.order_id.is_empty())
-            .then(|| uuid_field(&body.order_id, "order_id", &mut violations))
-            .flatten();
-        if !violations.is_empty() {
-            return Err(invalid(violations));
-        }
-        self.wait_for(&request, body.min_position).await?;
+        let query = WatchQuery::try_from(request.get_ref()).map_err(invalid)?;
+        let (customer, order) = (query.customer_id, query.order_id);
+        self.wait_for(&request, query.min_position).await?;
         // Subscribe before catching up, so nothing falls between the two.
         let mut live = self.changes.subscribe();
         let matches = move |t: Uuid, state: &crate::projection::order_view::OrderState| {
@@ -597,7 +445,7 @@ impl QueryService for QueryApi {
                 && order.is_none_or(|o| o == state.order_id)
         };
         let mut catch_up = Vec::new();
-        if body.from_position > 0 {
+        if query.from_position > 0 {
             let filter = OrderFilter {
                 customer_id: customer,
                 ..Default::default()
@@ -613,7 +461,7 @@ impl QueryService for QueryApi {
                 if let Some(view) = queries::order(&self.pool, tenant, row.order_id)
                     .await
                     .map_err(db)?
-                    && u64::try_from(view.state.position).unwrap_or(0) > body.from_position
+                    && u64::try_from(view.state.position).unwrap_or(0) > query.from_position
                 {
                     catch_up.push(pb::OrderChange {
                         event_type: String::new(),
