@@ -308,3 +308,96 @@ fn project_span(event: &RunEvent<'_>) -> tracing::Span {
     trace_context::start_span(&span, parent);
     span
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::auth::ServiceToken;
+    use shared::proto::v1::event_log_service_client::EventLogServiceClient;
+
+    /// Streams whose command-svc is never reached: a test that needs a fill fails loudly.
+    fn unreachable_log() -> Streams {
+        let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        Streams::new(EventLogServiceClient::with_interceptor(
+            channel,
+            ServiceToken::default(),
+        ))
+    }
+
+    fn point(position: i64) -> LogPoint {
+        LogPoint {
+            transaction_id: 100 + u64::try_from(position).unwrap_or(0),
+            global_position: position,
+        }
+    }
+
+    /// The event at `position`, delivered naming `previous` as the one before it.
+    fn delivery(position: i64, previous: i64) -> Delivery {
+        let at = point(position);
+        Delivery {
+            record: Some(pb::EventRecord {
+                global_position: u64::try_from(position).unwrap_or(0),
+                transaction_id: at.transaction_id,
+                ..Default::default()
+            }),
+            previous: Some(if previous == 0 {
+                LogPoint::default()
+            } else {
+                point(previous)
+            }),
+            attempts: 1,
+            trace_parent: None,
+        }
+    }
+
+    fn positions(run: &[RunEvent<'_>]) -> Vec<i64> {
+        run.iter()
+            .map(|event| LogPoint::of(&event.record).global_position)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_in_any_order_is_laid_out_in_commit_order_after_the_watermark() {
+        // Delivered out of order, with a redelivery of what the watermark covers already and
+        // the same message twice.
+        let deliveries = [
+            delivery(4, 3),
+            delivery(2, 1),
+            delivery(3, 2),
+            delivery(1, 0),
+            delivery(3, 2),
+            delivery(5, 4),
+        ];
+        let (run, fates) = lay_out(&unreachable_log(), point(1), &deliveries)
+            .await
+            .expect("no gap, so command-svc is not asked");
+        assert_eq!(positions(&run), [2, 3, 4, 5]);
+        let fates: Vec<String> = fates.iter().map(|f| format!("{f:?}")).collect();
+        assert_eq!(
+            fates,
+            [
+                "InRun(2)", "InRun(0)", "InRun(1)", "Done", "InRun(1)", "InRun(3)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_read_from_the_log_and_a_log_out_of_reach_retries_the_batch() {
+        // Position 3 names 2 as its predecessor, which the watermark (1) has not reached.
+        let deliveries = [delivery(3, 2)];
+        let error = lay_out(&unreachable_log(), point(1), &deliveries)
+            .await
+            .expect_err("the gap needs command-svc");
+        assert!(matches!(error, Transient::Backfill(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_wholly_under_the_watermark_is_done_with_an_empty_run() {
+        let deliveries = [delivery(2, 1), delivery(1, 0)];
+        let (run, fates) = lay_out(&unreachable_log(), point(2), &deliveries)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(run.is_empty());
+        assert!(fates.iter().all(|f| matches!(f, Fate::Done)));
+    }
+}
