@@ -40,6 +40,7 @@ impl From<Transient> for AdminError {
         match error {
             Transient::Database(error) => Self::Database(error),
             Transient::Backfill(message) => Self::CommandSvc(message),
+            Transient::StreamMoved(message) => Self::FailedPrecondition(message),
         }
     }
 }

@@ -62,8 +62,6 @@ pub struct Coverage {
     pub batches: u64,
     /// Positions the batch brought under the watermark, sorted.
     pub positions: Arc<[i64]>,
-    /// The watermark after it.
-    pub watermark: LogPoint,
 }
 
 #[derive(Debug)]
@@ -200,7 +198,6 @@ impl Projector {
                 self.coverage.send_modify(|coverage| {
                     coverage.batches += 1;
                     coverage.positions = positions;
-                    coverage.watermark = outcome.watermark;
                 });
                 for change in outcome.changes {
                     let _ = self.changes.send(Arc::new(change));

@@ -104,10 +104,10 @@ pub async fn apply_in_order(
         .collect();
     bookkeeping.prefetch(conn, &keys).await?;
     let (done_in_run, applied, changes) = apply_run(conn, streams, &mut bookkeeping, &run).await?;
-    bookkeeping.flush(conn).await?;
-    let duplicates = fates.iter().filter(|f| matches!(f, Fate::Done)).count();
     let mut covered = bookkeeping.done_positions().to_vec();
     covered.sort_unstable();
+    bookkeeping.flush(conn).await?;
+    let duplicates = fates.iter().filter(|f| matches!(f, Fate::Done)).count();
     let watermark = run[..done_in_run]
         .last()
         .map_or(start, |event| LogPoint::of(&event.record));
@@ -159,11 +159,8 @@ async fn lay_out<'a>(
             continue;
         }
         if delivery.previous != Some(last) {
-            let reached = fill(streams, last, point, &mut fill_budget, &mut run).await?;
-            if let Some(filled) = run.last().filter(|_| reached) {
-                last = LogPoint::of(&filled.record).max(last);
-            }
-            if !reached {
+            // Filled up to `point`, or short of it when the budget ran out.
+            if !fill(streams, last, point, &mut fill_budget, &mut run).await? {
                 tracing::info!(
                     after_position = last.global_position,
                     "gap larger than one batch fills; the rest of the batch comes again"

@@ -46,6 +46,9 @@ pub enum Transient {
     Database(#[from] sqlx::Error),
     #[error("command-svc event log: {0}")]
     Backfill(String),
+    /// A stream moved under the batch (an operator's catch-up at the same moment).
+    #[error("{0}")]
+    StreamMoved(String),
 }
 
 /// What became of one event.
@@ -258,7 +261,7 @@ async fn apply_one(
             // The caller checked the version and the hold; only a race with an operator's
             // catch-up gets here. Try again with the batch.
             savepoint.rollback().await?;
-            Err(Transient::Backfill(format!(
+            Err(Transient::StreamMoved(format!(
                 "{} changed while its event at version {} was applied",
                 event.stream_id, event.stream_version
             )))

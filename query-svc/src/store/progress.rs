@@ -34,10 +34,8 @@ pub struct Batch {
     /// Streams that got a dead letter in this transaction.
     held_now: HashSet<StreamKey>,
     applied_versions: BTreeMap<StreamKey, i64>,
-    /// Positions brought under the watermark, in commit order; the first `positions_written`
-    /// of them are written already.
+    /// Positions brought under the watermark, in commit order.
     positions: Vec<i64>,
-    positions_written: usize,
     /// The last event brought under the watermark: the new watermark.
     checkpoint: Option<(i64, i64, chrono::DateTime<chrono::Utc>)>,
     /// Events dead-lettered in this transaction (counted in metrics once it commits).
@@ -155,7 +153,7 @@ impl Batch {
         ));
     }
 
-    /// Positions brought under the watermark so far, in commit order.
+    /// Positions brought under the watermark since the last flush, in commit order.
     pub fn done_positions(&self) -> &[i64] {
         &self.positions
     }
@@ -182,15 +180,14 @@ impl Batch {
             .execute(&mut *conn)
             .await?;
         }
-        if self.positions.len() > self.positions_written {
+        if !self.positions.is_empty() {
             sqlx::query(
                 "INSERT INTO applied_events (global_position)
                  SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
             )
-            .bind(&self.positions[self.positions_written..])
+            .bind(std::mem::take(&mut self.positions))
             .execute(&mut *conn)
             .await?;
-            self.positions_written = self.positions.len();
         }
         if let Some((position, transaction_id, recorded_at)) = self.checkpoint.take() {
             sqlx::query(
