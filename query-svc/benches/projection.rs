@@ -5,10 +5,10 @@
 //! - `projection_pure` (no I/O): decoding the wire records into events (JSON, upcasting), folding
 //!   them into order views, and everything else the page fold computes for each event besides
 //!   its SQL (view JSON, timeline line, sales and customer deltas).
-//! - `projection_postgres`: applying the batch as the projector does (`apply_records`), in one
-//!   transaction: `generations::hold_serving`, the batch folded as one page and each read table
-//!   written once (`store::apply_page`; a batch that does not fit would go event by event
-//!   through `Streams::apply`), then COMMIT. Every iteration applies fresh events (new order
+//! - `projection_postgres`: applying the batch to `read_model` as its projector does
+//!   (`apply_records`), in one transaction: `generations::enter_serving`, the batch folded as one
+//!   page and each read table written once (`runtime::page`; a batch that does not fit would go
+//!   event by event through `Streams::apply`), then COMMIT. Every iteration applies fresh events (new order
 //!   ids and global positions): the projector skips events it has already applied.
 //!
 //! The Postgres group needs Postgres at `DATABASE_URL` (default
@@ -27,18 +27,20 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use e2e::TestDatabase;
 use query_svc::{
-    projection::{
-        analytics::DayFigures,
-        customer_view::CustomerOrderDelta,
+    projections::{
         event::{Event, Payload},
-        order_view::OrderState,
-        timeline,
+        order_timeline::describe,
+        read_model::{
+            ReadModel, analytics::DayFigures, customer_view::CustomerOrderDelta,
+            order_view::OrderState,
+        },
     },
-    projector::{Delivery, apply_records, streams::Streams},
-    store::{
-        MIGRATOR,
+    runtime::{
+        consumer::{Delivery, apply_records},
+        streams::Streams,
         watermark::{self, LogPoint},
     },
+    store::MIGRATOR,
 };
 use serde::Deserialize;
 use shared::{
@@ -246,7 +248,7 @@ fn fold_views(events: &[Event]) -> HashMap<Uuid, OrderState> {
     views
 }
 
-/// What the page fold (`projection::page`) computes for each order event besides its SQL: the stored view
+/// What the page fold (`projections::read_model::fold`) computes for each order event besides its SQL: the stored view
 /// read back from JSON, the view after the event and its JSON (written to the current view and
 /// the history), the timeline line, and the deltas of the day's sales and of the customer.
 /// Views are kept as JSON here, as the `state` column keeps them.
@@ -271,7 +273,7 @@ fn view_rows(events: &[Event]) -> usize {
             (None, _) => panic!("an order event before its OrderPlaced"),
         };
         let state_json = serde_json::to_value(&after).expect("the view encodes");
-        let description = timeline::describe(order_event);
+        let description = describe::describe(order_event);
         let sales =
             DayFigures::of(&after).minus(before.as_ref().map(DayFigures::of).unwrap_or_default());
         let customer = CustomerOrderDelta::between(before.as_ref(), &after);
@@ -325,10 +327,15 @@ async fn bench_database() -> (TestDatabase, PgPool) {
     (database, pool)
 }
 
-/// The projection's watermark: where the next batch's records follow on.
+/// The read model's watermark: where the next batch's records follow on.
 async fn after_watermark(pool: &PgPool) -> LogPoint {
-    let mut conn = pool.acquire().await.unwrap();
-    watermark::load(&mut conn).await.unwrap()
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(ReadModel::NAME)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    watermark::load(&mut tx).await.unwrap()
 }
 
 /// Applies `records` as the projector applies a batch (without savepoints, the fast path).
@@ -338,7 +345,7 @@ async fn apply_batch(pool: &PgPool, streams: &Streams, records: Vec<pb::EventRec
     let count = records.len();
     let after = after_watermark(pool).await;
     let records = Delivery::read_from_log(after, records);
-    let outcome = apply_records(pool, streams, &records)
+    let outcome = apply_records(pool, &ReadModel::default(), streams, &records)
         .await
         .expect("applying the batch");
     assert_eq!(

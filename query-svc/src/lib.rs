@@ -1,20 +1,23 @@
 //! query-svc: consumes the event log from NATS JetStream, projects it into read tables and serves
 //! queries over gRPC.
 //!
-//! - [`projection`]: pure folds from events to views (order, customer, timeline, analytics).
-//! - [`store`]: the read database: applying events, reading views; migrations.
-//! - [`projector`]: the durable JetStream consumer, exactly-once application, hole filling,
-//!   dead letters.
-//! - [`admin`]: operating the projection: status and lag, dead letters, zero-downtime rebuild,
-//!   health.
+//! The core, which knows no pizzas:
+//! - [`runtime`]: the projection runtime. Hosts any number of [`runtime::Projection`]s, each
+//!   with its own durable consumer, watermark, dead letters, generation and rebuild.
+//! - [`admin`]: operating the projections: status and lag, dead letters, rebuilds, health.
+//!
+//! The pizzeria:
+//! - [`projections`]: its read models (`read_model`, `order_timeline`), registered by name.
+//! - [`store`]: the read database's migrations, and the queries over the pizzeria's tables.
 //! - [`grpc`]: the QueryService and ProjectionAdminService adapters.
-//! - [`config`]: flags and environment.
-//! - [`startup`]: [`startup::App`], the one entry point `main` and the tests share.
+//!
+//! And the edges: [`config`] (flags and environment) and [`startup`] ([`startup::App`], the
+//! one entry point `main` and the tests share).
 
 pub mod admin;
 pub mod config;
 pub mod grpc;
-pub mod projection;
-pub mod projector;
+pub mod projections;
+pub mod runtime;
 pub mod startup;
 pub mod store;

@@ -22,10 +22,17 @@ use shared::{
 };
 
 use crate::{
-    admin::{Admin, health::HealthMonitor, lag::LagProbe, rebuild::Rebuilder},
+    admin::{Admin, health::HealthMonitor},
     config::Config,
     grpc::{admin_service::AdminApi, query_service::QueryApi},
-    projector::{Projector, ProjectorSettings, streams::Streams},
+    projections,
+    runtime::{
+        consumer::{Projector, ProjectorSettings},
+        host::Hosts,
+        lag::LagProbe,
+        rebuild::Rebuilder,
+        streams::Streams,
+    },
     store::MIGRATOR,
 };
 
@@ -106,16 +113,18 @@ impl App {
             command_svc,
             shared::auth::ServiceToken::from_file(self.config.command_svc_token_file.clone()),
         );
+        let streams = Streams::new(command_svc);
         let lag = LagProbe {
             jetstream: jetstream::new(nats.clone()),
             stream: self.config.nats_stream.clone(),
-            consumer: self.config.nats_consumer.clone(),
         };
-        let (projector, progress) = Projector::new(
-            self.pool.clone(),
-            nats.clone(),
-            command_svc.clone(),
-            ProjectorSettings {
+        let (registry, read_model) = projections::registry();
+        let (hosts, projectors) = Hosts::start(
+            &registry,
+            &self.pool,
+            &nats,
+            &streams,
+            &ProjectorSettings {
                 stream: self.config.nats_stream.clone(),
                 subject_prefix: self.config.nats_subject_prefix.clone(),
                 consumer: self.config.nats_consumer.clone(),
@@ -132,7 +141,7 @@ impl App {
             &MIGRATOR,
             readiness,
             stop.clone(),
-            Some(projector.run(stop.clone())),
+            Some(run_all(projectors, stop.clone())),
         );
 
         if let Some(metrics) = self.metrics {
@@ -145,7 +154,7 @@ impl App {
             pool: self.pool.clone(),
             nats,
             lag: lag.clone(),
-            consuming: progress.consuming.clone(),
+            hosts: hosts.clone(),
             ready: admission.ready(),
             max_lag: self.config.health_max_lag,
         };
@@ -153,12 +162,12 @@ impl App {
         tokio::spawn(monitor.run(health.clone(), stop_monitor.clone()));
         let admin = Admin::new(
             self.pool.clone(),
-            Streams::new(command_svc.clone()),
+            hosts.clone(),
+            streams.clone(),
             lag.clone(),
-            progress.consuming.clone(),
             Rebuilder::new(
                 self.pool.clone(),
-                command_svc,
+                streams,
                 lag,
                 stop.clone(),
                 self.config.rebuild_page_size,
@@ -169,7 +178,8 @@ impl App {
             .add_service(
                 QueryServiceServer::new(QueryApi::new(
                     self.pool.clone(),
-                    progress,
+                    hosts,
+                    read_model.changes(),
                     self.config.max_consistency_wait,
                 ))
                 .max_decoding_message_size(limit)
@@ -200,5 +210,16 @@ impl App {
         // The rebuilder shares `stop`, so a running rebuild stops here too.
         projecting.stop(self.config.shutdown_drain_timeout).await;
         served
+    }
+}
+
+/// Runs every projector, each its own task, until `stop`.
+async fn run_all(projectors: Vec<Projector>, stop: CancellationToken) {
+    let running: Vec<_> = projectors
+        .into_iter()
+        .map(|projector| tokio::spawn(projector.run(stop.clone())))
+        .collect();
+    for projector in running {
+        let _ = projector.await;
     }
 }

@@ -95,38 +95,43 @@ pub async fn check(rig: &Rig, ledger: &Ledger) -> anyhow::Result<Checked> {
         .into_iter()
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT global_position FROM applied_events")
+    for projection in crate::projection_names(&read).await? {
+        loop {
+            let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT global_position FROM {projection}.applied_events"
+            )))
             .fetch_all(&read)
             .await?;
-        let applied_set: BTreeSet<i64> = applied.iter().copied().collect();
-        ensure!(
-            applied_set.len() == applied.len(),
-            "an event is recorded as applied twice"
-        );
-        ensure!(
-            applied_set.is_subset(&positions),
-            "the read model applied events the log does not hold"
-        );
-        if applied_set == positions {
-            break;
+            let applied_set: BTreeSet<i64> = applied.iter().copied().collect();
+            ensure!(
+                applied_set.len() == applied.len(),
+                "an event is recorded as applied twice by {projection}"
+            );
+            ensure!(
+                applied_set.is_subset(&positions),
+                "{projection} applied events the log does not hold"
+            );
+            if applied_set == positions {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{projection} applied {} of {} events after 60 s",
+                applied_set.len(),
+                positions.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let pending_dead_letters: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {projection}.dead_letters WHERE resolution IS NULL"
+        )))
+        .fetch_one(&read)
+        .await?;
         ensure!(
-            Instant::now() < deadline,
-            "the read model applied {} of {} events after 60 s",
-            applied_set.len(),
-            positions.len()
+            pending_dead_letters == 0,
+            "{pending_dead_letters} dead letters pending in {projection}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pending_dead_letters: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE resolution IS NULL")
-            .fetch_one(&read)
-            .await?;
-    ensure!(
-        pending_dead_letters == 0,
-        "{pending_dead_letters} dead letters pending"
-    );
 
     // 4. The read model equals a fold of the log.
     let incremental = read_model_dump(&read).await?;
@@ -144,29 +149,41 @@ pub async fn check(rig: &Rig, ledger: &Ledger) -> anyhow::Result<Checked> {
     })
 }
 
-/// Rebuilds the read model from the log and waits until readers use the new generation.
+/// Rebuilds every projection from the log and waits until readers use the new generations.
 async fn rebuild(rig: &Rig) -> anyhow::Result<()> {
     let mut admin = rig.admin()?;
-    let started = admin
-        .rebuild_projection(pb::RebuildProjectionRequest {
-            name: "read_model".into(),
-        })
+    let names: Vec<String> = admin
+        .list_projections(pb::ListProjectionsRequest::default())
         .await?
-        .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let projections = admin
-            .list_projections(pb::ListProjectionsRequest::default())
+        .into_inner()
+        .projections
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    ensure!(!names.is_empty(), "query-svc lists no projections");
+    for name in names {
+        let started = admin
+            .rebuild_projection(pb::RebuildProjectionRequest { name: name.clone() })
             .await?
             .into_inner();
-        let done = projections
-            .projections
-            .iter()
-            .any(|p| p.generation == started.generation && p.rebuild.is_none());
-        if done {
-            return Ok(());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let projections = admin
+                .list_projections(pb::ListProjectionsRequest::default())
+                .await?
+                .into_inner();
+            let done = projections.projections.iter().any(|p| {
+                p.name == name && p.generation == started.generation && p.rebuild.is_none()
+            });
+            if done {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "rebuild of {name} not done after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        ensure!(Instant::now() < deadline, "rebuild not done after 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
 }

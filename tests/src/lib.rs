@@ -252,31 +252,54 @@ impl TestDatabase {
     }
 }
 
-/// Every read table's rows as text, sorted, plus the applied event positions: two read models
-/// are the same exactly when their dumps are equal.
+/// The projections of a read database (`public.projections`), by name.
+pub async fn projection_names(pool: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM public.projections ORDER BY name")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Every read table's rows of every projection as text, sorted, plus the applied event
+/// positions: two read databases are the same exactly when their dumps are equal.
 pub async fn read_model_dump(pool: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
     let mut dump = Vec::new();
-    for table in [
-        "order_views",
-        "order_history",
-        "order_timeline",
-        "customer_views",
-        "daily_sales",
-        "daily_item_sales",
-        "stream_progress",
-    ] {
+    for name in projection_names(pool).await? {
+        dump.extend(projection_dump(pool, &name).await?);
+    }
+    Ok(dump)
+}
+
+/// The rows of projection `name`'s tables (its schema's, with its stream progress) as text,
+/// sorted, and its applied event positions. Left out: the watermark row and the dead letters,
+/// which carry the times they were written.
+pub async fn projection_dump(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<Vec<String>> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = $1 AND table_type = 'BASE TABLE'
+           AND table_name NOT IN ('applied_events', 'projector_state', 'dead_letters')
+         ORDER BY table_name",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(!tables.is_empty(), "projection {name} has no tables");
+    let mut dump = Vec::new();
+    for table in tables {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT t::text FROM {table} t ORDER BY t::text"
+            "SELECT t::text FROM {name}.{table} t ORDER BY t::text"
         )))
         .fetch_all(pool)
         .await?;
-        dump.push(format!("{table}: {rows:?}"));
+        dump.push(format!("{name}.{table}: {rows:?}"));
     }
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT global_position FROM applied_events ORDER BY 1")
-            .fetch_all(pool)
-            .await?;
-    dump.push(format!("applied_events: {applied:?}"));
+    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT global_position FROM {name}.applied_events ORDER BY 1"
+    )))
+    .fetch_all(pool)
+    .await?;
+    dump.push(format!("{name}.applied_events: {applied:?}"));
     Ok(dump)
 }
 

@@ -303,7 +303,8 @@ async fn converged_after_last_fault(rig: &mut Rig) -> anyhow::Result<Duration> {
     let expected = i64::try_from(committed.len())?;
     loop {
         let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT count(*) FROM applied_events WHERE global_position = ANY($1)",
+            "SELECT least((SELECT count(*) FROM read_model.applied_events WHERE global_position = ANY($1)),
+                          (SELECT count(*) FROM order_timeline.applied_events WHERE global_position = ANY($1)))",
         )
         .bind(&committed)
         .fetch_one(&read)

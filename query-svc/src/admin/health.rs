@@ -1,5 +1,6 @@
 //! Health that means something: SERVING only while the read database answers, NATS is
-//! connected, the projector is consuming, and its lag is under the configured bound.
+//! connected, every projection's projector is consuming, and each one's lag is under the
+//! configured bound.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
 
-use super::lag::LagProbe;
+use crate::runtime::{host::Hosts, lag::LagProbe};
 
 /// The services whose status is reported: the whole server ("") and each gRPC service.
 const SERVICES: &[&str] = &[
@@ -23,7 +24,7 @@ pub struct HealthMonitor {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub lag: LagProbe,
-    pub consuming: watch::Receiver<bool>,
+    pub hosts: Hosts,
     /// True once the read database is migrated (the service is admitting calls).
     pub ready: watch::Receiver<bool>,
     /// Largest tolerated age of the oldest unapplied event.
@@ -37,21 +38,26 @@ impl HealthMonitor {
     pub async fn problem(&self) -> Option<String> {
         let nats_connected =
             self.nats.connection_state() == async_nats::connection::State::Connected;
-        let measured = if nats_connected {
-            tokio::time::timeout(CHECK_INTERVAL, self.lag.measure())
-                .await
-                .map_err(|_| "timed out".to_owned())
-                .and_then(|lag| lag.map_err(|error| error.to_string()))
-        } else {
-            Err("NATS unreachable".to_owned())
-        };
-        let (events, seconds, head) = match &measured {
-            Ok(lag) => (lag.events as f64, lag.seconds, lag.head_position as f64),
-            Err(_) => (f64::NAN, f64::NAN, f64::NAN),
-        };
-        metrics::gauge!("pizzeria_projection_lag_events").set(events);
-        metrics::gauge!("pizzeria_projection_lag_seconds").set(seconds);
-        metrics::gauge!("pizzeria_log_head_position").set(head);
+        let mut lags = Vec::new();
+        for hosted in self.hosts.iter() {
+            let name = hosted.projection.name();
+            let measured = if nats_connected {
+                tokio::time::timeout(CHECK_INTERVAL, self.lag.measure(&hosted.consumer))
+                    .await
+                    .map_err(|_| "timed out".to_owned())
+                    .and_then(|lag| lag.map_err(|error| error.to_string()))
+            } else {
+                Err("NATS unreachable".to_owned())
+            };
+            let (events, seconds, head) = match &measured {
+                Ok(lag) => (lag.events as f64, lag.seconds, lag.head_position as f64),
+                Err(_) => (f64::NAN, f64::NAN, f64::NAN),
+            };
+            metrics::gauge!("pizzeria_projection_lag_events", "projection" => name).set(events);
+            metrics::gauge!("pizzeria_projection_lag_seconds", "projection" => name).set(seconds);
+            metrics::gauge!("pizzeria_log_head_position").set(head);
+            lags.push((name, *hosted.progress.consuming.borrow(), measured));
+        }
 
         if let Some(problem) = shared::health::database_problem(&self.pool).await {
             return Some(format!("read {problem}"));
@@ -59,17 +65,26 @@ impl HealthMonitor {
         if !nats_connected {
             return Some("NATS unreachable".into());
         }
-        if !*self.consuming.borrow() {
-            return Some("projector not consuming".into());
+        for (name, consuming, measured) in lags {
+            if !consuming {
+                return Some(format!("projector of {name} not consuming"));
+            }
+            match measured {
+                Ok(lag) if lag.seconds > self.max_lag.as_secs_f64() => {
+                    return Some(format!(
+                        "projection {name} lag {:.1}s exceeds {:?} ({} events behind)",
+                        lag.seconds, self.max_lag, lag.events
+                    ));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    return Some(format!(
+                        "cannot measure the lag of projection {name}: {error}"
+                    ));
+                }
+            }
         }
-        match measured {
-            Ok(lag) if lag.seconds > self.max_lag.as_secs_f64() => Some(format!(
-                "projection lag {:.1}s exceeds {:?} ({} events behind)",
-                lag.seconds, self.max_lag, lag.events
-            )),
-            Ok(_) => None,
-            Err(error) => Some(format!("cannot measure projection lag: {error}")),
-        }
+        None
     }
 
     /// Reports NOT_SERVING until the first check passes, then follows every check until `stop`.

@@ -1,26 +1,23 @@
-//! Operating the projection: its status and lag, resolving dead letters, rebuilding it.
-//! `grpc::admin_service` is the gRPC face of this module.
+//! Operating the projections: their status and lag, resolving dead letters, rebuilding them.
+//! `grpc::admin_service` is the gRPC face of this module. Generic: every projection the
+//! runtime hosts is operated the same way, by name.
 
 pub mod health;
-pub mod lag;
-pub mod rebuild;
 
 use prost::Message as _;
 use shared::proto::v1 as pb;
 use sqlx::PgPool;
-use tokio::sync::watch;
 
-use crate::{
-    projection::event::stream_key,
-    projector::streams::{Streams, Transient},
-    store::{
-        dead_letters::{self, DeadLetterRow},
-        generations::{self, READ_MODEL},
-        progress::{Batch, set_last_version},
-    },
+use crate::runtime::{
+    dead_letters::{self, DeadLetterRow},
+    generations,
+    host::{Hosted, Hosts},
+    lag::{Lag, LagProbe},
+    progress::{Batch, set_last_version},
+    rebuild::{RebuildError, RebuildStarted, Rebuilder},
+    stream_key,
+    streams::{Streams, Transient},
 };
-use lag::{Lag, LagProbe};
-use rebuild::Rebuilder;
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +30,17 @@ pub enum AdminError {
     Database(#[from] sqlx::Error),
     #[error("command-svc: {0}")]
     CommandSvc(String),
+}
+
+impl From<RebuildError> for AdminError {
+    fn from(error: RebuildError) -> Self {
+        match error {
+            RebuildError::Transient(error) => error.into(),
+            error @ (RebuildError::NotMigrated(_) | RebuildError::SwapRefused) => {
+                Self::FailedPrecondition(error.to_string())
+            }
+        }
+    }
 }
 
 impl From<Transient> for AdminError {
@@ -78,88 +86,133 @@ pub enum Retried {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pool: PgPool,
+    hosts: Hosts,
     streams: Streams,
     lag: LagProbe,
-    consuming: watch::Receiver<bool>,
     rebuilder: Rebuilder,
 }
 
 impl Admin {
     pub fn new(
         pool: PgPool,
+        hosts: Hosts,
         streams: Streams,
         lag: LagProbe,
-        consuming: watch::Receiver<bool>,
         rebuilder: Rebuilder,
     ) -> Self {
         Self {
             pool,
+            hosts,
             streams,
             lag,
-            consuming,
             rebuilder,
         }
     }
 
-    pub fn rebuilder(&self) -> &Rebuilder {
-        &self.rebuilder
+    /// Whether `name` is a projection this service hosts.
+    pub fn is_projection(&self, name: &str) -> bool {
+        self.hosts.get(name).is_some()
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    fn hosted(&self, name: &str) -> Result<&Hosted, AdminError> {
+        self.hosts
+            .get(name)
+            .ok_or_else(|| AdminError::NotFound(format!("projection {name:?} not found")))
     }
 
-    /// Status of every projection. An unreachable NATS leaves the lag unknown (zero) and the
-    /// state STOPPED, since the projector cannot be consuming then either.
+    /// Starts rebuilding projection `name` (see [`Rebuilder::start`]).
+    pub async fn rebuild(&self, name: &str) -> Result<RebuildStarted, AdminError> {
+        let hosted = self.hosted(name)?;
+        Ok(self.rebuilder.start(hosted.projection.clone()).await?)
+    }
+
+    /// Unresolved dead letters with id > `after`, oldest first, of projection `only` or of all.
+    pub async fn dead_letters(
+        &self,
+        only: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRow>, AdminError> {
+        let names: Vec<&str> = match only {
+            Some(name) => vec![self.hosted(name)?.projection.name()],
+            None => self.names(),
+        };
+        Ok(dead_letters::pending(&self.pool, &names, after, limit).await?)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.hosts.iter().map(|h| h.projection.name()).collect()
+    }
+
+    /// The projection holding dead letter `id`.
+    async fn owner(&self, id: i64) -> Result<&Hosted, AdminError> {
+        let names = self.names();
+        let name = dead_letters::owner(&self.pool, &names, id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("dead letter {id} not found")))?;
+        self.hosted(name)
+    }
+
+    /// Status of every projection, ordered by name. An unreachable NATS leaves the lag
+    /// unknown (zero) and the state STOPPED, since the projectors cannot be consuming then
+    /// either.
     pub async fn projections(&self) -> Result<Vec<ProjectionStatus>, AdminError> {
         let rows = generations::projections(&self.pool).await?;
-        let checkpoint: Option<i64> =
-            sqlx::query_scalar("SELECT last_position FROM projector_state WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?;
-        let dead_letters = dead_letters::count_pending(&self.pool).await?;
-        let rebuilding = generations::rebuild_running(&self.pool).await?;
-        let measured = self.lag.measure().await;
-        if let Err(error) = &measured {
-            tracing::warn!(%error, "cannot measure projection lag");
-        }
-        let consuming = *self.consuming.borrow() && measured.is_ok();
-        let lag = measured.unwrap_or_default();
-        let state = if !consuming {
-            State::Stopped
-        } else if dead_letters > 0 {
-            State::Stalled
-        } else if lag.seconds > CATCHING_UP_AFTER_SECONDS {
-            State::CatchingUp
-        } else {
-            State::Running
-        };
-        Ok(rows
-            .into_iter()
-            .map(|row| ProjectionStatus {
+        let mut statuses = Vec::with_capacity(rows.len());
+        for row in rows {
+            // A row of a projection this version does not host (a rollback) is not listed.
+            let Some(hosted) = self.hosts.get(&row.name) else {
+                continue;
+            };
+            let name = hosted.projection.name();
+            let checkpoint: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT last_position FROM {name}.projector_state WHERE id = 1"
+            )))
+            .fetch_optional(&self.pool)
+            .await?;
+            let dead_letters = dead_letters::count_pending(&self.pool, name).await?;
+            let rebuilding = generations::rebuild_running(&self.pool, name).await?;
+            let measured = self.lag.measure(&hosted.consumer).await;
+            if let Err(error) = &measured {
+                tracing::warn!(%error, projection = name, "cannot measure projection lag");
+            }
+            let consuming = *hosted.progress.consuming.borrow() && measured.is_ok();
+            let lag = measured.unwrap_or_default();
+            let state = if !consuming {
+                State::Stopped
+            } else if dead_letters > 0 {
+                State::Stalled
+            } else if lag.seconds > CATCHING_UP_AFTER_SECONDS {
+                State::CatchingUp
+            } else {
+                State::Running
+            };
+            statuses.push(ProjectionStatus {
                 row,
                 state,
                 checkpoint_position: checkpoint.unwrap_or(0),
                 lag,
                 dead_letters,
                 rebuilding,
-            })
-            .collect())
+            });
+        }
+        Ok(statuses)
     }
 
     /// Applies a dead-lettered event again, re-read from command-svc (so a fix of the event's
     /// data or of the projection's code both count), then the events held behind it.
     pub async fn retry(&self, id: i64) -> Result<Retried, AdminError> {
+        let projection = self.owner(id).await?.projection.as_ref();
+        let name = projection.name();
         let mut tx = self.pool.begin().await?;
-        generations::hold_serving(&mut tx).await?;
         // One writer of the serving tables at a time: no deadlock with a projector batch over
-        // the customer rows both touch.
-        generations::hold_projector(&mut tx).await?;
+        // the rows both touch.
+        generations::enter_serving(&mut tx, name).await?;
         let (dead, record) = lock_pending(&mut tx, id).await?;
         dead_letters::resolve(&mut tx, id, "RETRIED", None).await?;
         let mut bookkeeping = Batch::new();
         self.streams
-            .catch_up(&mut tx, &mut bookkeeping, &record)
+            .catch_up(&mut tx, projection, &mut bookkeeping, &record)
             .await?;
         bookkeeping.flush(&mut tx).await?;
         let Some((tenant, stream, version)) = stream_key(&record) else {
@@ -170,16 +223,22 @@ impl Admin {
         match dead_letters::pending_at(&mut tx, &stream, version, tenant).await? {
             None => {
                 tx.commit().await?;
-                tracing::info!(id, event_id = %dead.event_id, "dead letter retried and applied");
+                tracing::info!(
+                    id,
+                    projection = name,
+                    event_id = %dead.event_id,
+                    "dead letter retried and applied"
+                );
                 Ok(Retried::Applied)
             }
             Some((_, error)) => {
                 // Failed again: forget this attempt, keep the original dead letter up to date.
                 tx.rollback().await?;
                 let mut tx = self.pool.begin().await?;
+                generations::enter_serving(&mut tx, name).await?;
                 dead_letters::failed_again(&mut tx, id, &error).await?;
                 tx.commit().await?;
-                let row = dead_letters::get(&self.pool, id)
+                let row = dead_letters::get(&self.pool, name, id)
                     .await?
                     .ok_or_else(|| AdminError::NotFound(format!("dead letter {id} not found")))?;
                 Ok(Retried::FailedAgain(Box::new(row)))
@@ -191,11 +250,12 @@ impl Admin {
     /// the watermark already, or will be once the projector reaches it: a dead letter never
     /// holds the watermark back.)
     pub async fn skip(&self, id: i64, reason: &str) -> Result<(), AdminError> {
+        let projection = self.owner(id).await?.projection.as_ref();
+        let name = projection.name();
         let mut tx = self.pool.begin().await?;
-        generations::hold_serving(&mut tx).await?;
         // One writer of the serving tables at a time: no deadlock with a projector batch over
-        // the customer rows both touch.
-        generations::hold_projector(&mut tx).await?;
+        // the rows both touch.
+        generations::enter_serving(&mut tx, name).await?;
         let (dead, record) = lock_pending(&mut tx, id).await?;
         let Some((tenant, stream, version)) = stream_key(&record) else {
             return Err(AdminError::FailedPrecondition(
@@ -206,11 +266,11 @@ impl Admin {
         set_last_version(&mut tx, tenant, &stream, version).await?;
         let mut bookkeeping = Batch::new();
         self.streams
-            .catch_up(&mut tx, &mut bookkeeping, &record)
+            .catch_up(&mut tx, projection, &mut bookkeeping, &record)
             .await?;
         bookkeeping.flush(&mut tx).await?;
         tx.commit().await?;
-        tracing::warn!(id, event_id = %dead.event_id, reason, "dead letter skipped");
+        tracing::warn!(id, projection = name, event_id = %dead.event_id, reason, "dead letter skipped");
         Ok(())
     }
 }
@@ -233,9 +293,4 @@ async fn lock_pending(
         AdminError::FailedPrecondition(format!("dead letter {id} holds no readable event"))
     })?;
     Ok((dead, record))
-}
-
-/// The projection names the admin rpcs accept.
-pub fn is_projection(name: &str) -> bool {
-    name == READ_MODEL
 }

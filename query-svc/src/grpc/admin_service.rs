@@ -1,17 +1,19 @@
-//! `pizzeria.v1.ProjectionAdminService`: the operator's view of the projection.
+//! `pizzeria.v1.ProjectionAdminService`: the operator's view of the projections.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use shared::{
     grpc::{FieldViolation, invalid},
-    proto::v1::{self as pb, projection_admin_service_server::ProjectionAdminService},
+    proto::{
+        timestamp,
+        v1::{self as pb, projection_admin_service_server::ProjectionAdminService},
+    },
 };
 use tonic::{Request, Response, Status};
 
 use super::db;
 use crate::{
-    admin::{Admin, AdminError, ProjectionStatus, Retried, State, is_projection},
-    projection::order_view::timestamp,
-    store::dead_letters::{self, DeadLetterRow},
+    admin::{Admin, AdminError, ProjectionStatus, Retried, State},
+    runtime::dead_letters::DeadLetterRow,
 };
 
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -78,7 +80,7 @@ fn projection_status(status: ProjectionStatus) -> pb::ProjectionStatus {
 fn dead_letter(row: DeadLetterRow) -> pb::DeadLetter {
     pb::DeadLetter {
         id: u64::try_from(row.id).unwrap_or(0),
-        projection: crate::store::generations::READ_MODEL.to_owned(),
+        projection: row.projection,
         stream_id: row.stream_id,
         stream_version: u64::try_from(row.stream_version).unwrap_or(0),
         global_position: u64::try_from(row.global_position).unwrap_or(0),
@@ -128,10 +130,10 @@ impl ProjectionAdminService for AdminApi {
         if name.is_empty() {
             return Err(invalid(vec![FieldViolation::new("name", "is required")]));
         }
-        if !is_projection(&name) {
+        if !self.admin.is_projection(&name) {
             return Err(unknown_projection(&name));
         }
-        let started = self.admin.rebuilder().start().await.map_err(status)?;
+        let started = self.admin.rebuild(&name).await.map_err(status)?;
         Ok(Response::new(pb::RebuildProjectionResponse {
             name,
             generation: u32::try_from(started.generation).unwrap_or(0),
@@ -145,7 +147,7 @@ impl ProjectionAdminService for AdminApi {
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         require_admin(&request)?;
         let request = request.into_inner();
-        if !request.projection.is_empty() && !is_projection(&request.projection) {
+        if !request.projection.is_empty() && !self.admin.is_projection(&request.projection) {
             return Err(unknown_projection(&request.projection));
         }
         let after = if request.page_token.is_empty() {
@@ -176,9 +178,12 @@ impl ProjectionAdminService for AdminApi {
             n => n.min(MAX_PAGE_SIZE),
         };
         // One more than the page tells whether there is a next page.
-        let mut rows = dead_letters::pending(self.admin.pool(), after, i64::from(page_size) + 1)
+        let only = Some(request.projection.as_str()).filter(|name| !name.is_empty());
+        let mut rows = self
+            .admin
+            .dead_letters(only, after, i64::from(page_size) + 1)
             .await
-            .map_err(db)?;
+            .map_err(status)?;
         let next_page_token = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
             let token = PageToken {

@@ -11,7 +11,7 @@ use shared::{
     proto::v1::{self as pb, query_service_server::QueryService},
 };
 use sqlx::PgPool;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -23,11 +23,15 @@ use super::{
     },
 };
 use crate::{
-    projection::{
-        analytics::{average_order_value, confirmation_rate},
-        order_view::{OrderChanged, Status as OrderStatus, timestamp},
+    projections::{
+        order_timeline::OrderTimeline,
+        read_model::{
+            ReadModel,
+            analytics::{average_order_value, confirmation_rate},
+            order_view::{OrderChanged, Status as OrderStatus, timestamp},
+        },
     },
-    projector::{Coverage, Progress},
+    runtime::{dead_letters, host::Hosts, watermark},
     store::queries::{self, OrderFilter, OrderRow},
 };
 
@@ -35,7 +39,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct QueryApi {
     pool: PgPool,
-    coverage: watch::Receiver<Coverage>,
+    hosts: Hosts,
     changes: broadcast::Sender<Arc<OrderChanged>>,
     max_consistency_wait: Duration,
 }
@@ -45,36 +49,54 @@ pub struct QueryApi {
 const RECHECK_EVERY: Duration = Duration::from_millis(200);
 
 impl QueryApi {
-    pub fn new(pool: PgPool, progress: Progress, max_consistency_wait: Duration) -> Self {
+    /// `changes`: the read model's order views as they change ([`ReadModel::changes`]).
+    pub fn new(
+        pool: PgPool,
+        hosts: Hosts,
+        changes: broadcast::Sender<Arc<OrderChanged>>,
+        max_consistency_wait: Duration,
+    ) -> Self {
         Self {
             pool,
-            coverage: progress.coverage,
-            changes: progress.changes,
+            hosts,
+            changes,
             max_consistency_wait,
         }
     }
 
     /// Read-your-writes: waits until every event published up to and including the one at
-    /// `min_position` is done (under the projection's watermark), bounded by the call's deadline
-    /// and the server maximum; then UNAVAILABLE.
+    /// `min_position` is done in `projection` (under its watermark), bounded by the call's
+    /// deadline and the server maximum; then UNAVAILABLE.
     ///
     /// One query when the read starts; after that it waits in memory on the batches this
     /// process commits (each says which positions it covered), and asks the database again
     /// only if it missed a batch or every [`RECHECK_EVERY`].
-    async fn wait_for<T>(&self, request: &Request<T>, min_position: u64) -> Result<(), Status> {
+    async fn wait_for<T>(
+        &self,
+        request: &Request<T>,
+        projection: &str,
+        min_position: u64,
+    ) -> Result<(), Status> {
         if min_position == 0 {
             return Ok(());
         }
+        let Some(hosted) = self.hosts.get(projection) else {
+            tracing::error!(projection, "a query reads a projection that is not hosted");
+            return Err(Status::internal("internal error"));
+        };
         let position = i64::try_from(min_position).unwrap_or(i64::MAX);
         let wait = deadline(request).map_or(self.max_consistency_wait, |d| {
             d.min(self.max_consistency_wait)
         });
-        let mut coverage = self.coverage.clone();
+        let mut coverage = hosted.progress.coverage.clone();
         let started = std::time::Instant::now();
         let waited = tokio::time::timeout(wait, async {
             loop {
                 let mut seen = coverage.borrow_and_update().batches;
-                if queries::covered(&self.pool, position).await.map_err(db)? {
+                if watermark::covered(&self.pool, projection, position)
+                    .await
+                    .map_err(db)?
+                {
                     return Ok::<(), Status>(());
                 }
                 let recheck = tokio::time::sleep(RECHECK_EVERY);
@@ -113,25 +135,29 @@ impl QueryApi {
         match waited {
             Ok(result) => result,
             Err(_) => {
-                let reached = queries::watermark_position(&self.pool).await.map_err(db)?;
+                let reached = watermark::position(&self.pool, projection)
+                    .await
+                    .map_err(db)?;
                 Err(Status::unavailable(format!(
-                    "projections have not reached position {min_position} yet (every event up to \
-                     position {reached} in commit order is applied); retry later"
+                    "projection {projection} has not reached position {min_position} yet (every \
+                     event up to position {reached} in commit order is applied); retry later"
                 )))
             }
         }
     }
 
-    /// [`Self::wait_for_aggregate`] for an order.
+    /// [`Self::wait_for_aggregate`] for an order in `projection`.
     async fn wait_for_order<T>(
         &self,
         request: &Request<T>,
+        projection: &str,
         min_position: u64,
         tenant: Uuid,
         id: Uuid,
     ) -> Result<(), Status> {
         self.wait_for_aggregate(
             request,
+            projection,
             min_position,
             tenant,
             OrderEvent::AGGREGATE_TYPE,
@@ -147,6 +173,7 @@ impl QueryApi {
     async fn wait_for_aggregate<T>(
         &self,
         request: &Request<T>,
+        projection: &str,
         min_position: u64,
         tenant: Uuid,
         aggregate_type: &str,
@@ -155,9 +182,9 @@ impl QueryApi {
         if min_position == 0 {
             return Ok(());
         }
-        self.wait_for(request, min_position).await?;
+        self.wait_for(request, projection, min_position).await?;
         let stream = shared::envelope::stream_id(aggregate_type, id);
-        match queries::held_at(&self.pool, tenant, &stream)
+        match dead_letters::held_at(&self.pool, projection, tenant, &stream)
             .await
             .map_err(db)?
         {
@@ -206,7 +233,7 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = OrderQuery::try_from(request.get_ref()).map_err(invalid)?;
         let id = query.order_id;
-        self.wait_for_order(&request, query.min_position, tenant, id)
+        self.wait_for_order(&request, ReadModel::NAME, query.min_position, tenant, id)
             .await?;
         let row = queries::order(&self.pool, tenant, id)
             .await
@@ -221,7 +248,8 @@ impl QueryService for QueryApi {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let tenant = tenant(&request)?.as_uuid();
         let query = OrderListQuery::try_from(request.get_ref()).map_err(invalid)?;
-        self.wait_for(&request, query.min_position).await?;
+        self.wait_for(&request, ReadModel::NAME, query.min_position)
+            .await?;
         let (filter, page_size) = (&query.filter, query.page_size);
         // One more than asked tells whether another page follows.
         let mut rows = queries::list_orders(&self.pool, tenant, filter, page_size + 1)
@@ -273,6 +301,7 @@ impl QueryService for QueryApi {
         let id = query.customer_id;
         self.wait_for_aggregate(
             &request,
+            ReadModel::NAME,
             query.min_position,
             tenant,
             CustomerEvent::AGGREGATE_TYPE,
@@ -305,8 +334,14 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = OrderQuery::try_from(request.get_ref()).map_err(invalid)?;
         let id = query.order_id;
-        self.wait_for_order(&request, query.min_position, tenant, id)
-            .await?;
+        self.wait_for_order(
+            &request,
+            OrderTimeline::NAME,
+            query.min_position,
+            tenant,
+            id,
+        )
+        .await?;
         let rows = queries::timeline(&self.pool, tenant, id)
             .await
             .map_err(db)?;
@@ -342,7 +377,7 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = OrderAsOfQuery::try_from(request.get_ref()).map_err(invalid)?;
         let (id, as_of) = (query.order_id, query.as_of);
-        self.wait_for_order(&request, query.min_position, tenant, id)
+        self.wait_for_order(&request, ReadModel::NAME, query.min_position, tenant, id)
             .await?;
         let row = queries::order_as_of(&self.pool, tenant, id, as_of)
             .await
@@ -358,7 +393,8 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = SalesQuery::try_from(request.get_ref()).map_err(invalid)?;
         let (from, to, limit) = (query.from, query.to, query.top_items_limit);
-        self.wait_for(&request, query.min_position).await?;
+        self.wait_for(&request, ReadModel::NAME, query.min_position)
+            .await?;
         let days = queries::daily_sales(&self.pool, tenant, from, to)
             .await
             .map_err(db)?;
@@ -436,14 +472,16 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = WatchQuery::try_from(request.get_ref()).map_err(invalid)?;
         let (customer, order) = (query.customer_id, query.order_id);
-        self.wait_for(&request, query.min_position).await?;
+        self.wait_for(&request, ReadModel::NAME, query.min_position)
+            .await?;
         // Subscribe before catching up, so nothing falls between the two.
         let mut live = self.changes.subscribe();
-        let matches = move |t: Uuid, state: &crate::projection::order_view::OrderState| {
-            t == tenant
-                && customer.is_none_or(|c| c == state.customer_id)
-                && order.is_none_or(|o| o == state.order_id)
-        };
+        let matches =
+            move |t: Uuid, state: &crate::projections::read_model::order_view::OrderState| {
+                t == tenant
+                    && customer.is_none_or(|c| c == state.customer_id)
+                    && order.is_none_or(|o| o == state.order_id)
+            };
         let mut catch_up = Vec::new();
         if query.from_position > 0 {
             let filter = OrderFilter {

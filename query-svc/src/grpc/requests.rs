@@ -11,7 +11,7 @@ use shared::{
 use uuid::Uuid;
 
 use crate::{
-    projection::order_view::Status as OrderStatus,
+    projections::read_model::order_view::Status as OrderStatus,
     store::queries::{AsOf, OrderFilter},
 };
 

@@ -1,12 +1,13 @@
-//! Reads of the read tables, one function per question the API answers. Each tenant's read runs
-//! in a transaction acting for that tenant only (row-level security, migration 0003).
+//! Reads of the pizzeria's read tables, one function per question the API answers. Each
+//! tenant's read runs in a transaction acting for that tenant only (row-level security,
+//! migration 0003). Tables are named with their projection's schema (migration 0004).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use shared::connect::{begin_as_tenant, end_read_only};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::projection::order_view::OrderState;
+use crate::projections::read_model::order_view::OrderState;
 
 /// An order view with its customer's current name and email.
 #[derive(Debug, Clone)]
@@ -37,7 +38,7 @@ pub async fn order(
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     let mut tx = begin_as_tenant(pool, tenant).await?;
     let row: Option<(serde_json::Value, String, String)> = sqlx::query_as(
-        "SELECT state, customer_name, customer_email FROM order_views
+        "SELECT state, customer_name, customer_email FROM read_model.order_views
          WHERE tenant_id = $1 AND order_id = $2",
     )
     .bind(tenant)
@@ -68,7 +69,7 @@ pub async fn order_as_of(
     };
     let row: Option<(serde_json::Value, String, String)> = sqlx::query_as(
         "SELECT h.state, v.customer_name, v.customer_email
-         FROM order_history h JOIN order_views v USING (tenant_id, order_id)
+         FROM read_model.order_history h JOIN read_model.order_views v USING (tenant_id, order_id)
          WHERE h.tenant_id = $1 AND h.order_id = $2
            AND ($3::bigint IS NULL OR h.version <= $3)
            AND ($4::timestamptz IS NULL OR h.occurred_at <= $4)
@@ -119,7 +120,7 @@ pub async fn list_orders(
     let rows = sqlx::query_as(
         "SELECT order_id, customer_id, customer_name, status, payment_status, item_count,
                 total_cents, placed_at, last_updated
-         FROM order_views
+         FROM read_model.order_views
          WHERE tenant_id = $1
            AND ($2::uuid IS NULL OR customer_id = $2)
            AND ($3::text IS NULL OR status = $3)
@@ -168,7 +169,7 @@ pub async fn customer(
     let rows = sqlx::query_as(
         "SELECT customer_id, name, email, order_count, cancelled_order_count, lifetime_spend_cents,
                 last_order_id, last_order_at, registered_at, last_updated, version
-         FROM customer_views WHERE tenant_id = $1 AND customer_id = $2 AND version > 0",
+         FROM read_model.customer_views WHERE tenant_id = $1 AND customer_id = $2 AND version > 0",
     )
     .bind(tenant)
     .bind(customer_id)
@@ -202,7 +203,7 @@ pub async fn timeline(
     let rows = sqlx::query_as(
         "SELECT version, global_position, event_type, description, occurred_at, recorded_at,
                 actor, command_id, correlation_id, causation_id, details
-         FROM order_timeline WHERE tenant_id = $1 AND order_id = $2 ORDER BY version",
+         FROM order_timeline.order_timeline WHERE tenant_id = $1 AND order_id = $2 ORDER BY version",
     )
     .bind(tenant)
     .bind(order_id)
@@ -236,7 +237,7 @@ pub async fn daily_sales(
     let rows = sqlx::query_as(
         "SELECT day, orders, confirmed, cancelled, delivered, gross_cents, discount_cents,
                 paid_cents, refunded_cents, items_sold
-         FROM daily_sales WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
+         FROM read_model.daily_sales WHERE tenant_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
     )
     .bind(tenant)
     .bind(from)
@@ -264,7 +265,7 @@ pub async fn top_items(
     let mut tx = begin_as_tenant(pool, tenant).await?;
     let rows = sqlx::query_as(
         "SELECT name, sum(quantity)::bigint AS quantity, sum(revenue_cents)::bigint AS revenue_cents
-         FROM daily_item_sales WHERE tenant_id = $1 AND day BETWEEN $2 AND $3
+         FROM read_model.daily_item_sales WHERE tenant_id = $1 AND day BETWEEN $2 AND $3
          GROUP BY name ORDER BY quantity DESC, revenue_cents DESC, name LIMIT $4",
     )
     .bind(tenant)
@@ -275,41 +276,4 @@ pub async fn top_items(
     .await?;
     end_read_only(tx);
     Ok(rows)
-}
-
-/// Whether every event published up to and including the one at `position` (in the relay's
-/// commit order) is done: `applied_events` holds exactly the events under the watermark
-/// (`store::watermark`).
-pub async fn covered(pool: &PgPool, position: i64) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM applied_events WHERE global_position = $1)")
-        .bind(position)
-        .fetch_one(pool)
-        .await
-}
-
-/// The position of the watermark's event (0 before the first), to say how far behind a reader
-/// is.
-pub async fn watermark_position(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    let position: Option<i64> =
-        sqlx::query_scalar("SELECT last_position FROM projector_state WHERE id = 1")
-            .fetch_optional(pool)
-            .await?;
-    Ok(position.unwrap_or(0))
-}
-
-/// The version of the stream's event that waits in the dead letters, if its stream is held:
-/// the stream's later events are not applied until an operator retries or skips it.
-pub async fn held_at(
-    pool: &PgPool,
-    tenant: Uuid,
-    stream_id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT stream_version FROM dead_letters
-         WHERE tenant_id = $1 AND stream_id = $2 AND status = 'PENDING'",
-    )
-    .bind(tenant)
-    .bind(stream_id)
-    .fetch_optional(pool)
-    .await
 }

@@ -53,23 +53,31 @@ async fn a_good_confirmation(stack: &mut Stack) -> String {
     .unwrap()
 }
 
+/// The read model's dead letters. (An event no projection can decode is dead-lettered by
+/// `order_timeline` too, each projection on its own.)
 async fn dead_letters(stack: &mut Stack) -> Vec<pb::DeadLetter> {
     stack
         .admin
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            projection: "read_model".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .dead_letters
 }
 
-/// Waits for the one dead letter of order A with `held` events behind it.
+/// Waits for the read model's one dead letter of order A with `held` events behind it.
 async fn dead_letter_holding(stack: &mut Stack, held: u64) -> pb::DeadLetter {
     eventually(|| {
         let mut admin = stack.admin.clone();
         async move {
             let letters = admin
-                .list_dead_letters(pb::ListDeadLettersRequest::default())
+                .list_dead_letters(pb::ListDeadLettersRequest {
+                    projection: "read_model".into(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -82,22 +90,27 @@ async fn dead_letter_holding(stack: &mut Stack, held: u64) -> pb::DeadLetter {
     .await
 }
 
-/// The one projection's status.
+/// Projection `name`'s status, from ListProjections (which lists every projection, by name).
 async fn projection_status(
     mut admin: ProjectionAdminServiceClient<tonic::transport::Channel>,
+    name: &str,
 ) -> pb::ProjectionStatus {
-    let mut projections = admin
+    let projections = admin
         .list_projections(pb::ListProjectionsRequest {})
         .await
         .unwrap()
         .into_inner()
         .projections;
-    assert_eq!(projections.len(), 1);
-    projections.remove(0)
+    let names: Vec<&str> = projections.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["order_timeline", "read_model"]);
+    projections
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("projection {name} not listed"))
 }
 
 async fn read_model(stack: &mut Stack) -> pb::ProjectionStatus {
-    projection_status(stack.admin.clone()).await
+    projection_status(stack.admin.clone(), "read_model").await
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -251,7 +264,7 @@ async fn a_skipped_dead_letter_lets_its_stream_continue(pool: PgPool) {
     );
     assert!(dead_letters(&mut stack).await.is_empty());
     let (status, reason): (String, String) =
-        sqlx::query_as("SELECT status, resolution FROM dead_letters WHERE id = $1")
+        sqlx::query_as("SELECT status, resolution FROM read_model.dead_letters WHERE id = $1")
             .bind(i64::try_from(dead.id).unwrap())
             .fetch_one(&stack.read_pool)
             .await
@@ -270,14 +283,14 @@ async fn a_skipped_dead_letter_lets_its_stream_continue(pool: PgPool) {
     assert_eq!(again.code(), Code::FailedPrecondition);
 }
 
-/// Starts a rebuild and waits until readers use its generation.
-async fn rebuild(stack: &mut Stack) -> u32 {
-    let before = read_model(stack).await.generation;
+/// Starts a rebuild of projection `name` and waits until readers use its generation.
+async fn rebuild(stack: &mut Stack, name: &str) -> u32 {
+    let before = projection_status(stack.admin.clone(), name)
+        .await
+        .generation;
     let started = stack
         .admin
-        .rebuild_projection(pb::RebuildProjectionRequest {
-            name: "read_model".into(),
-        })
+        .rebuild_projection(pb::RebuildProjectionRequest { name: name.into() })
         .await
         .unwrap()
         .into_inner();
@@ -285,7 +298,7 @@ async fn rebuild(stack: &mut Stack) -> u32 {
     eventually(|| {
         let admin = stack.admin.clone();
         async move {
-            let status = projection_status(admin).await;
+            let status = projection_status(admin, name).await;
             (status.generation == started.generation && status.rebuild.is_none()).then_some(())
         }
     })
@@ -311,8 +324,20 @@ async fn a_rebuild_equals_the_incremental_projection_while_queries_keep_answerin
     stack.drained().await;
     let incremental = stack.dump().await;
 
-    // A quiet rebuild reproduces the incremental tables exactly.
-    assert_eq!(rebuild(&mut stack).await, 2);
+    // A quiet rebuild of each projection alone reproduces its incremental tables exactly, and
+    // leaves the other's as they are.
+    let timeline = e2e::projection_dump(&stack.read_pool, "order_timeline")
+        .await
+        .unwrap();
+    assert_eq!(rebuild(&mut stack, "read_model").await, 2);
+    assert_eq!(stack.dump().await, incremental);
+    assert_eq!(rebuild(&mut stack, "order_timeline").await, 2);
+    assert_eq!(
+        e2e::projection_dump(&stack.read_pool, "order_timeline")
+            .await
+            .unwrap(),
+        timeline
+    );
     assert_eq!(stack.dump().await, incremental);
 
     // A rebuild while commands keep coming and queries keep reading: no query fails, and the
@@ -353,7 +378,7 @@ async fn a_rebuild_equals_the_incremental_projection_while_queries_keep_answerin
     eventually(|| {
         let admin = stack.admin.clone();
         async move {
-            let status = projection_status(admin).await;
+            let status = projection_status(admin, "read_model").await;
             (status.generation == 3 && status.rebuild.is_none()).then_some(())
         }
     })
@@ -366,14 +391,14 @@ async fn a_rebuild_equals_the_incremental_projection_while_queries_keep_answerin
     }
     stack.drained().await;
     let after_live_rebuild = stack.dump().await;
-    assert_eq!(rebuild(&mut stack).await, 4);
+    assert_eq!(rebuild(&mut stack, "read_model").await, 4);
     assert_eq!(stack.dump().await, after_live_rebuild);
 
     // Caught up: the checkpoint reaches the head of the stream, nothing pending.
     let status = eventually(|| {
         let admin = stack.admin.clone();
         async move {
-            let status = projection_status(admin).await;
+            let status = projection_status(admin, "read_model").await;
             (status.checkpoint_position == status.head_position && status.lag_events == 0)
                 .then_some(status)
         }
@@ -382,7 +407,7 @@ async fn a_rebuild_equals_the_incremental_projection_while_queries_keep_answerin
     assert_eq!(status.state, pb::ProjectionState::Running as i32);
     assert_eq!((status.generation, status.dead_letters), (4, 0));
     let retired: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'retired_%' OR nspname = 'rebuild'",
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%\\_\\_retired\\_%' OR nspname LIKE '%\\_\\_rebuild'",
     )
     .fetch_one(&stack.read_pool)
     .await
@@ -427,22 +452,45 @@ async fn admin_requests_that_name_nothing_are_refused(pool: PgPool) {
     assert_eq!(token.code(), Code::InvalidArgument);
 }
 
-/// Every table in the read database's `public` schema belongs to a generation (and is rebuilt),
-/// except the generations' own bookkeeping and sqlx's migration history.
+/// Every table of the read database belongs to a projection's generation (and is rebuilt with
+/// it): each projection's schema holds exactly its generation's tables, and `public` only the
+/// list of projections and sqlx's migration history.
 #[sqlx::test(migrations = "./migrations")]
 async fn every_read_table_is_part_of_a_generation(pool: PgPool) {
-    let mut tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'
-           AND tablename NOT IN ('_sqlx_migrations', 'projections') ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let mut generation: Vec<String> = query_svc::store::generations::GENERATION_TABLES
-        .iter()
-        .map(|t| (*t).to_owned())
-        .collect();
-    tables.sort();
-    generation.sort();
-    assert_eq!(tables, generation);
+    let tables = |schema: String| {
+        let pool = pool.clone();
+        async move {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            )
+            .bind(schema)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            tables
+        }
+    };
+    assert_eq!(
+        tables("public".into()).await,
+        ["_sqlx_migrations", "projections"]
+    );
+    let (registry, _) = query_svc::projections::registry();
+    let mut names = Vec::new();
+    for projection in registry.iter() {
+        let mut generation: Vec<String> =
+            query_svc::runtime::generations::generation_tables(projection.as_ref())
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect();
+        generation.sort();
+        assert_eq!(
+            tables(projection.name().to_owned()).await,
+            generation,
+            "{}",
+            projection.name()
+        );
+        names.push(projection.name().to_owned());
+    }
+    names.sort();
+    assert_eq!(e2e::projection_names(&pool).await.unwrap(), names);
 }

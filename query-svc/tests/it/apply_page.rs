@@ -1,18 +1,20 @@
-//! Pages folded in memory and written at once (`store::apply_page`, the one way events are
+//! Pages folded in memory and written at once (`runtime::page`, the one way events are
 //! applied) give the same read tables, row for row, whatever the page size: the whole log, pages
 //! of 7, pages of one, and the projector's path one event per batch; an event that does not
 //! fit sends its page back, having written nothing.
 
 use e2e::TestDatabase;
 use query_svc::{
-    projection::event::Event,
-    projector::{Delivery, apply_records, streams::Streams},
-    store::{
-        MIGRATOR,
-        apply_page::{self, Page},
+    projections::{order_timeline::OrderTimeline, read_model::ReadModel},
+    runtime::{
+        Projection,
+        consumer::{Delivery, apply_records},
+        page::{self, Page},
         progress::Batch,
+        streams::Streams,
         watermark::LogPoint,
     },
+    store::MIGRATOR,
 };
 use shared::{
     auth::ServiceToken,
@@ -197,21 +199,35 @@ async fn the_records(stack: &Stack) -> Vec<pb::EventRecord> {
     }
 }
 
-fn decoded(records: &[pb::EventRecord]) -> Vec<Event> {
-    records
-        .iter()
-        .map(|record| Event::try_from(record).unwrap())
-        .collect()
+/// The whole log, in commit order.
+async fn the_log(stack: &Stack) -> Vec<pb::EventRecord> {
+    the_records(stack).await
 }
 
-/// The whole log as query-svc decodes it, in commit order.
-async fn the_log(stack: &Stack) -> Vec<Event> {
-    decoded(&the_records(stack).await)
+/// Points the transaction's table names at `projection`'s schema, as the runtime does, without
+/// its locks (so that two transactions can meet on a row).
+async fn in_schema(conn: &mut PgConnection, projection: &str) {
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(projection)
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+/// Applies `records` as one page of the read model.
+async fn apply_read_model(
+    conn: &mut PgConnection,
+    batch: &mut Batch,
+    records: &[pb::EventRecord],
+) -> Result<Page, sqlx::Error> {
+    in_schema(conn, ReadModel::NAME).await;
+    let records: Vec<&pb::EventRecord> = records.iter().collect();
+    page::apply(conn, &ReadModel::default(), batch, &records).await
 }
 
 /// The read tables after applying `records` one at a time as the projector applies a batch
 /// (`apply_records`: the run after the watermark, its page of one), each in a transaction of
-/// its own.
+/// its own, to every projection.
 async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
     let database = TestDatabase::create().await.unwrap();
     let pool = database.migrated_pool(&MIGRATOR, 2).await.unwrap();
@@ -221,11 +237,19 @@ async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
         command_svc,
         ServiceToken::default(),
     ));
+    let projections: [&dyn Projection; 2] = [&ReadModel::default(), &OrderTimeline];
     for delivery in Delivery::read_from_log(LogPoint::default(), records) {
-        let outcome = apply_records(&pool, &streams, std::slice::from_ref(&delivery))
-            .await
-            .unwrap();
-        assert_eq!((outcome.done, outcome.applied), (vec![true], 1));
+        for projection in projections {
+            let outcome =
+                apply_records(&pool, projection, &streams, std::slice::from_ref(&delivery))
+                    .await
+                    .unwrap();
+            let handled = projection.handles(&delivery.record.as_ref().unwrap().aggregate_type);
+            assert_eq!(
+                (outcome.done, outcome.applied),
+                (vec![true], usize::from(handled))
+            );
+        }
     }
     let dump = e2e::read_model_dump(&pool).await.unwrap();
     pool.close().await;
@@ -233,27 +257,35 @@ async fn applied_one_by_one(records: Vec<pb::EventRecord>) -> Vec<String> {
     dump
 }
 
-/// Applies `records` to `pool` in pages of `page` events, each folded at once (every page
-/// must fit) and brought under the watermark as a run does.
+/// Applies `records` to `pool` in pages of `page` events, each folded at once by every
+/// projection (every page must fit) and brought under the watermark as a run does.
 async fn fold_in_pages(pool: &PgPool, records: &[pb::EventRecord], page: usize) {
     let mut conn = pool.acquire().await.unwrap();
+    let projections: [&dyn Projection; 2] = [&ReadModel::default(), &OrderTimeline];
     for chunk in records.chunks(page) {
-        let mut tx = conn.begin().await.unwrap();
-        let mut batch = Batch::new();
-        assert!(
-            matches!(
-                apply_page::apply(&mut tx, &mut batch, &decoded(chunk))
-                    .await
-                    .unwrap(),
-                Page::Applied(_)
-            ),
-            "a page of the log did not fold"
-        );
-        for record in chunk {
-            batch.record_done(record);
+        for projection in projections {
+            let mut tx = conn.begin().await.unwrap();
+            in_schema(&mut tx, projection.name()).await;
+            let mut batch = Batch::new();
+            let handled: Vec<&pb::EventRecord> = chunk
+                .iter()
+                .filter(|r| projection.handles(&r.aggregate_type))
+                .collect();
+            assert!(
+                matches!(
+                    page::apply(&mut tx, projection, &mut batch, &handled)
+                        .await
+                        .unwrap(),
+                    Page::Applied(_)
+                ),
+                "a page of the log did not fold"
+            );
+            for record in chunk {
+                batch.record_done(record);
+            }
+            batch.flush(&mut tx).await.unwrap();
+            tx.commit().await.unwrap();
         }
-        batch.flush(&mut tx).await.unwrap();
-        tx.commit().await.unwrap();
     }
 }
 
@@ -262,7 +294,7 @@ async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) 
     let mut stack = start(pool, false).await;
     a_varied_day(&mut stack).await;
     let records = the_records(&stack).await;
-    let log = decoded(&records);
+    let log = records.clone();
     let one_by_one = applied_one_by_one(records.clone()).await;
     assert!(log.len() > 40, "{} events", log.len());
 
@@ -282,14 +314,13 @@ async fn pages_folded_at_once_equal_the_events_applied_one_by_one(pool: PgPool) 
     }
 }
 
-/// Offers `events` as one page in a transaction of its own; true if they were folded.
-async fn try_page(conn: &mut PgConnection, events: &[Event]) -> bool {
+/// Offers `events` as one page of the read model in a transaction of its own; true if they
+/// were folded.
+async fn try_page(conn: &mut PgConnection, events: &[pb::EventRecord]) -> bool {
     let mut tx = conn.begin().await.unwrap();
     let mut batch = Batch::new();
     let applied = matches!(
-        apply_page::apply(&mut tx, &mut batch, events)
-            .await
-            .unwrap(),
+        apply_read_model(&mut tx, &mut batch, events).await.unwrap(),
         Page::Applied(_)
     );
     batch.flush(&mut tx).await.unwrap();
@@ -316,7 +347,7 @@ async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPo
         .find(|e| e.event_type == "OrderConfirmed")
         .unwrap()
         .clone();
-    stray.aggregate_id = uuid::Uuid::now_v7();
+    stray.aggregate_id = uuid::Uuid::now_v7().to_string();
     stray.stream_id = format!("order-{}", stray.aggregate_id);
     stray.stream_version = 1;
     with_stray.push(stray);
@@ -327,11 +358,11 @@ async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPo
     // are rolled back to their savepoint, and the transaction stays usable.
     let placed = &log.iter().find(|e| e.event_type == "OrderPlaced").unwrap();
     sqlx::query(
-        "INSERT INTO order_history (tenant_id, order_id, version, occurred_at, state)
-         VALUES ($1, $2, 1, now(), '{}')",
+        "INSERT INTO read_model.order_history (tenant_id, order_id, version, occurred_at, state)
+         VALUES ($1::uuid, $2::uuid, 1, now(), '{}')",
     )
-    .bind(placed.tenant_id)
-    .bind(placed.aggregate_id)
+    .bind(&placed.tenant_id)
+    .bind(&placed.aggregate_id)
     .execute(&mut *conn)
     .await
     .unwrap();
@@ -343,7 +374,7 @@ async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPo
     );
 
     // Without it, the same log folds.
-    sqlx::query("DELETE FROM order_history")
+    sqlx::query("DELETE FROM read_model.order_history")
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -355,22 +386,23 @@ async fn a_page_that_does_not_fit_is_sent_back_having_written_nothing(pool: PgPo
 }
 
 /// Ada's registration, from `log`.
-fn ada_registered(log: &[Event]) -> Event {
+fn ada_registered(log: &[pb::EventRecord]) -> pb::EventRecord {
     log.iter()
-        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id.to_string() == ADA)
+        .find(|e| e.event_type == "CustomerRegistered" && e.aggregate_id == ADA)
         .unwrap()
         .clone()
 }
 
 /// Applies `events` as one page in a transaction left open, as another replica's batch would
 /// be while the test goes on.
-async fn applied_uncommitted(pool: &PgPool, events: &[Event]) -> Transaction<'static, Postgres> {
+async fn applied_uncommitted(
+    pool: &PgPool,
+    events: &[pb::EventRecord],
+) -> Transaction<'static, Postgres> {
     let mut tx = pool.begin().await.unwrap();
     let mut batch = Batch::new();
     assert!(matches!(
-        apply_page::apply(&mut tx, &mut batch, events)
-            .await
-            .unwrap(),
+        apply_read_model(&mut tx, &mut batch, events).await.unwrap(),
         Page::Applied(_)
     ));
     batch.flush(&mut tx).await.unwrap();
@@ -390,7 +422,7 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
         .find(|e| {
             e.event_type == "OrderPlaced"
                 && e.payload_json.contains(ADA)
-                && e.aggregate_id.to_string() == order_id(1)
+                && e.aggregate_id == order_id(1)
         })
         .unwrap()
         .clone();
@@ -406,7 +438,7 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
             let mut tx = folded.begin().await.unwrap();
             let mut batch = Batch::new();
             let applied = matches!(
-                apply_page::apply(&mut tx, &mut batch, &[placed])
+                apply_read_model(&mut tx, &mut batch, &[placed])
                     .await
                     .unwrap(),
                 Page::Applied(_)
@@ -428,7 +460,7 @@ async fn a_customer_row_created_meanwhile_is_merged_not_overwritten(pool: PgPool
         Option<uuid::Uuid>,
         i64,
     ) = sqlx::query_as(
-        "SELECT name, email, order_count, last_order_id, version FROM customer_views
+        "SELECT name, email, order_count, last_order_id, version FROM read_model.customer_views
              WHERE customer_id = $1",
     )
     .bind(uuid::Uuid::parse_str(ADA).unwrap())
@@ -462,7 +494,7 @@ async fn a_lock_timeout_is_an_error_to_retry_not_a_page_to_send_back(pool: PgPoo
         .execute(&mut *tx)
         .await
         .unwrap();
-    let error = apply_page::apply(&mut tx, &mut Batch::new(), &[registered])
+    let error = apply_read_model(&mut tx, &mut Batch::new(), &[registered])
         .await
         .expect_err("a lock timeout is an error");
     let code = error

@@ -219,7 +219,8 @@ async fn a_poison_event_is_dead_lettered_and_other_orders_keep_flowing(pool: PgP
 
     let (error, attempts): (String, i32) = eventually(|| async {
         sqlx::query_as(
-            "SELECT error, attempts FROM dead_letters WHERE stream_id = $1 AND status = 'PENDING'",
+            "SELECT error, attempts FROM read_model.dead_letters
+             WHERE stream_id = $1 AND status = 'PENDING'",
         )
         .bind(format!("order-{ORDER_A}"))
         .fetch_optional(&stack.read_pool)
@@ -228,7 +229,10 @@ async fn a_poison_event_is_dead_lettered_and_other_orders_keep_flowing(pool: PgP
     })
     .await;
     assert!(error.contains("OrderConfirmed"), "{error}");
-    assert_eq!(i64::from(attempts), query_svc::projector::MAX_ATTEMPTS);
+    assert_eq!(
+        i64::from(attempts),
+        query_svc::runtime::consumer::MAX_ATTEMPTS
+    );
     // The held order keeps its last good view.
     assert_eq!(stack.order_at(ORDER_A, 0).await.version, 1);
 }
@@ -342,4 +346,88 @@ async fn append_poison(stack: &helpers::Stack, order: &str, version: i64) {
     .execute(&stack.write_pool)
     .await
     .unwrap();
+}
+
+/// Each projection has its own dead letters: an event that only the read model handles and
+/// cannot apply (a customer's rename without its fields) holds that customer there, while the
+/// order timeline, which does not handle customer events, stays current and answers reads
+/// with the token; the read model keeps serving other aggregates with it too.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_dead_letter_in_one_projection_leaves_the_others_current(pool: PgPool) {
+    let mut stack = start(pool, true).await;
+    stack.register("Ada").await;
+    let ghost = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (tenant_id, stream_id, aggregate_type, aggregate_id, stream_version,
+                             event_id, event_type, schema_version, payload)
+         VALUES ('00000000-0000-0000-0000-000000000000', $1, 'customer', $2, 1,
+                 gen_random_uuid(), 'CustomerRenamed', 1, '{}')",
+    )
+    .bind(format!("customer-{ghost}"))
+    .bind(ghost)
+    .execute(&stack.write_pool)
+    .await
+    .unwrap();
+    let placed = stack.place(ORDER_A, 1).await;
+
+    // The read model dead-letters the rename and holds the customer...
+    let dead = eventually(|| {
+        let mut admin = stack.admin.clone();
+        async move {
+            let letters = admin
+                .list_dead_letters(pb::ListDeadLettersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .dead_letters;
+            (!letters.is_empty()).then_some(letters)
+        }
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].projection.as_str(), dead[0].event_type.as_str()),
+        ("read_model", "CustomerRenamed")
+    );
+    let status = stack
+        .queries
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: ghost.to_string(),
+            min_position: placed.position,
+        })
+        .await
+        .expect_err("the customer is held");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    // ...while the timeline and the read model's orders answer with the token.
+    let timeline = stack
+        .queries
+        .get_order_timeline(pb::GetOrderTimelineRequest {
+            order_id: ORDER_A.into(),
+            min_position: placed.position,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(timeline.entries.len(), 1);
+    assert_eq!(stack.order_at(ORDER_A, placed.position).await.version, 1);
+
+    let projections = stack
+        .admin
+        .list_projections(pb::ListProjectionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .projections;
+    let states: Vec<(&str, i32, u64)> = projections
+        .iter()
+        .map(|p| (p.name.as_str(), p.state, p.dead_letters))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("order_timeline", pb::ProjectionState::Running as i32, 0),
+            ("read_model", pb::ProjectionState::Stalled as i32, 1),
+        ]
+    );
 }

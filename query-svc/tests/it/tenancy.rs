@@ -2,9 +2,10 @@
 //! tenant reads that tenant's rows only and writes nothing; a rebuild's new tables get the same
 //! wall before they are swapped in.
 
-use query_svc::store::{
-    generations::{GENERATION_TABLES, REBUILD_SCHEMA, create_rebuild_schema},
-    queries,
+use query_svc::{
+    projections,
+    runtime::generations::{create_rebuild_schema, generation_tables, rebuild_schema},
+    store::queries,
 };
 use shared::connect::begin_as_tenant;
 use sqlx::PgPool;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 async fn customer(pool: &PgPool, tenant: Uuid, name: &str) -> Uuid {
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO customer_views (tenant_id, customer_id, name, email, last_updated, version)
+        "INSERT INTO read_model.customer_views (tenant_id, customer_id, name, email, last_updated, version)
          VALUES ($1, $2, $3, 'x@example.com', now(), 1)",
     )
     .bind(tenant)
@@ -37,23 +38,29 @@ async fn a_tenant_transaction_reads_only_its_own_rows_and_writes_none(pool: PgPo
 
     let mut tx = begin_as_tenant(&pool, a).await.unwrap();
     // Even asking for every row, or for b's by name.
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM customer_views")
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM read_model.customer_views")
         .fetch_all(&mut *tx)
         .await
         .unwrap();
     assert_eq!(names, ["Alice"]);
-    let bs: i64 = sqlx::query_scalar("SELECT count(*) FROM customer_views WHERE tenant_id = $1")
-        .bind(b)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let bs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM read_model.customer_views WHERE tenant_id = $1")
+            .bind(b)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     assert_eq!(bs, 0);
     tx.rollback().await.unwrap();
 
     // Reads only: no write of its own tenant's rows either.
-    assert_denied(&pool, a, "UPDATE customer_views SET name = 'Eve'").await;
+    assert_denied(
+        &pool,
+        a,
+        "UPDATE read_model.customer_views SET name = 'Eve'",
+    )
+    .await;
     // Bookkeeping without a tenant column is closed to the tenant role.
-    assert_denied(&pool, a, "SELECT count(*) FROM applied_events").await;
+    assert_denied(&pool, a, "SELECT count(*) FROM read_model.applied_events").await;
 }
 
 /// `sql`, run acting for `tenant`, is refused for want of a privilege.
@@ -70,36 +77,44 @@ async fn assert_denied(pool: &PgPool, tenant: Uuid, sql: &'static str) {
 #[sqlx::test(migrations = "./migrations")]
 async fn a_rebuilds_tables_carry_the_same_wall(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
-    create_rebuild_schema(&mut conn).await.unwrap();
-    let tenant_tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.columns
-         WHERE table_schema = 'public' AND column_name = 'tenant_id' ORDER BY 1",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    assert!(tenant_tables.len() >= 8, "{tenant_tables:?}");
-    for table in GENERATION_TABLES {
-        let tenant_scoped = tenant_tables.iter().any(|t| t == table);
-        for schema in ["public", REBUILD_SCHEMA] {
-            let (secured, policies): (bool, i64) = sqlx::query_as(
-                "SELECT c.relrowsecurity,
-                        (SELECT count(*) FROM pg_policies p
-                         WHERE p.schemaname = $1 AND p.tablename = $2)
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relname = $2",
-            )
-            .bind(schema)
-            .bind(table)
-            .fetch_one(&mut *conn)
+    let (registry, _) = projections::registry();
+    for projection in registry.iter() {
+        let name = projection.name();
+        create_rebuild_schema(&mut conn, projection.as_ref())
             .await
             .unwrap();
-            assert_eq!(secured, tenant_scoped, "{schema}.{table} row security");
-            assert_eq!(
-                policies,
-                i64::from(tenant_scoped),
-                "{schema}.{table} policies"
-            );
+        let tenant_tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.columns
+             WHERE table_schema = $1 AND column_name = 'tenant_id' ORDER BY 1",
+        )
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        // Its own tables and the stream progress and dead letters.
+        assert!(tenant_tables.len() >= 3, "{name}: {tenant_tables:?}");
+        for table in generation_tables(projection.as_ref()) {
+            let tenant_scoped = tenant_tables.iter().any(|t| t == table);
+            for schema in [name.to_owned(), rebuild_schema(name)] {
+                let (secured, policies): (bool, i64) = sqlx::query_as(
+                    "SELECT c.relrowsecurity,
+                            (SELECT count(*) FROM pg_policies p
+                             WHERE p.schemaname = $1 AND p.tablename = $2)
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2",
+                )
+                .bind(&schema)
+                .bind(table)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+                assert_eq!(secured, tenant_scoped, "{schema}.{table} row security");
+                assert_eq!(
+                    policies,
+                    i64::from(tenant_scoped),
+                    "{schema}.{table} policies"
+                );
+            }
         }
     }
 }

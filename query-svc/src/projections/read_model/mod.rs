@@ -1,120 +1,116 @@
-//! Applying events to the read tables, the one way they are applied: read the rows a page of
-//! events touches, fold the page in memory (`projection::page`, where every rule lives), write
-//! each read table once. About twenty statements a page, whatever its length. A page that
-//! does not fit (a stream not at its next version, or held behind a dead letter) or that holds
-//! an event that fails writes nothing; the caller then applies the page event by event, each a
-//! page of one in a savepoint, where the failing event is found and dead-lettered
-//! (`projector::streams`).
+//! `read_model`: the pizzeria's orders (views and their history), customers (figures from
+//! their orders, name and email copied into their order views) and sales analytics. One
+//! projection, because they are one fold: a customer's figures and a day's sales are the
+//! change an order event makes to the order's view, and a view carries its customer's name.
+//!
+//! Applying a page: read the rows it touches, fold it in memory ([`fold`], where every rule
+//! lives), write each table once. About a dozen statements a page, whatever its length.
 
-use std::collections::{BTreeSet, HashMap};
+pub mod analytics;
+pub mod customer_view;
+pub mod fold;
+pub mod order_view;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire as _, PgConnection};
+use futures::{FutureExt as _, future::BoxFuture};
+use shared::{
+    events::{CustomerEvent, DomainEvent as _, OrderEvent},
+    proto::v1 as pb,
+};
+use sqlx::PgConnection;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::progress::{Batch, StreamKey, is_transient};
-use crate::projection::{
-    ProjectionError,
-    event::{Event, Payload},
-    order_view::{OrderChanged, OrderState, Payment},
-    page::{CustomerKey, CustomerRow, OrderKey, OrderRow, PageFold},
-};
-use shared::events::OrderEvent;
+use super::event::{Event, Payload, decode_all};
+use crate::runtime::{Changes, Projection, ProjectionError};
+use fold::{CustomerKey, CustomerRow, OrderKey, OrderRow, PageFold};
+use order_view::{OrderChanged, OrderState, Payment};
 
-/// What became of a page.
+/// The tables of `read_model` (migration 0001, in the schema `read_model` since 0004).
+const TABLES: &[&str] = &[
+    "customer_views",
+    "order_views",
+    "order_history",
+    "daily_sales",
+    "daily_item_sales",
+];
+
+/// The projection, with the order views that change, for WatchOrders.
 #[derive(Debug)]
-pub enum Page {
-    /// Written, and recorded in the batch: the order views that changed.
-    Applied(Vec<OrderChanged>),
-    /// Not every stream is at its next version, or one waits behind a dead letter: nothing
-    /// written. Go event by event.
-    DoesNotFit,
-    /// An event cannot be applied (the fold refused it, a stored view is unreadable, or the
-    /// database refused a row for a reason that will not pass): nothing written. In a page of
-    /// one, the event's fault.
-    Failed(ProjectionError),
+pub struct ReadModel {
+    changes: broadcast::Sender<Arc<OrderChanged>>,
 }
 
-/// Applies `events` (in commit order) as one page, recording them in `batch`. An `Err` is the
-/// database's failure (retry the batch); a page that is refused is [`Page::DoesNotFit`] or
-/// [`Page::Failed`], with nothing written.
-pub async fn apply(
-    conn: &mut PgConnection,
-    batch: &mut Batch,
-    events: &[Event],
-) -> Result<Page, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(Page::Applied(Vec::new()));
-    }
-    if !in_version_order(conn, batch, events).await? {
-        return Ok(Page::DoesNotFit);
-    }
-    let mut fold = match load(conn, events).await? {
-        Ok(fold) => fold,
-        Err(error) => return Ok(Page::Failed(error)),
-    };
-    for event in events {
-        if let Err(error) = fold.apply(event) {
-            tracing::debug!(%error, event_id = %event.event_id, "page refused an event");
-            return Ok(Page::Failed(error));
+impl Default for ReadModel {
+    fn default() -> Self {
+        Self {
+            changes: broadcast::channel(1024).0,
         }
     }
-    // In a savepoint: a row the database refuses (a constraint) leaves the transaction usable
-    // for the event-by-event path, which finds the event to dead-letter.
-    let mut writes = conn.begin().await?;
-    match write(&mut writes, &fold).await {
-        Ok(()) => writes.commit().await?,
-        Err(sqlx::Error::Database(error)) if !is_transient(error.as_ref()) => {
-            tracing::debug!(%error, "the database refused a page");
-            writes.rollback().await?;
-            return Ok(Page::Failed(ProjectionError(format!(
-                "read database refused the event: {error}"
-            ))));
-        }
-        Err(error) => return Err(error),
-    }
-    for event in events {
-        batch.record_applied(event);
-    }
-    Ok(Page::Applied(fold.changes))
 }
 
-/// Whether every event is its stream's next version and no stream waits behind a dead letter.
-async fn in_version_order(
-    conn: &mut PgConnection,
-    batch: &mut Batch,
-    events: &[Event],
-) -> Result<bool, sqlx::Error> {
-    let keys: BTreeSet<StreamKey> = events
-        .iter()
-        .map(|e| (e.tenant_id, e.stream_id.clone()))
-        .collect();
-    let keys: Vec<StreamKey> = keys.into_iter().collect();
-    let unknown: Vec<StreamKey> = keys
-        .iter()
-        .filter(|key| batch.prefetched(key).is_none())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        batch.prefetch(conn, &unknown).await?;
+impl ReadModel {
+    pub const NAME: &str = "read_model";
+
+    /// Order views as committed batches change them.
+    pub fn changes(&self) -> broadcast::Sender<Arc<OrderChanged>> {
+        self.changes.clone()
     }
-    let mut last: HashMap<StreamKey, i64> = HashMap::with_capacity(keys.len());
-    for key in keys {
-        match batch.prefetched(&key) {
-            Some((version, false)) => last.insert(key, version),
-            _ => return Ok(false),
-        };
+}
+
+impl Projection for ReadModel {
+    fn name(&self) -> &'static str {
+        Self::NAME
     }
-    for event in events {
-        let Some(version) = last.get_mut(&(event.tenant_id, event.stream_id.clone())) else {
-            return Ok(false);
-        };
-        if event.stream_version != *version + 1 {
-            return Ok(false);
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[OrderEvent::AGGREGATE_TYPE, CustomerEvent::AGGREGATE_TYPE]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        records: &'a [&'a pb::EventRecord],
+    ) -> BoxFuture<'a, Result<Result<Changes, ProjectionError>, sqlx::Error>> {
+        async move {
+            let events = match decode_all(records) {
+                Ok(events) => events,
+                Err(error) => return Ok(Err(error)),
+            };
+            let mut fold = match load(conn, &events).await? {
+                Ok(fold) => fold,
+                Err(error) => return Ok(Err(error)),
+            };
+            for event in &events {
+                if let Err(error) = fold.apply(event) {
+                    return Ok(Err(error));
+                }
+            }
+            write(conn, &fold).await?;
+            Ok(Ok(Box::new(fold.changes) as Changes))
         }
-        *version = event.stream_version;
+        .boxed()
     }
-    Ok(true)
+
+    fn committed(&self, changes: Vec<Changes>) {
+        for page in changes {
+            if let Ok(page) = page.downcast::<Vec<OrderChanged>>() {
+                for change in *page {
+                    // No watcher: nothing to do.
+                    let _ = self.changes.send(Arc::new(change));
+                }
+            }
+        }
+    }
 }
 
 /// The rows of the page's orders and customers, locked; an error if a stored view is
@@ -227,7 +223,6 @@ async fn write(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Err
     write_customers(conn, fold).await?;
     write_orders(conn, fold).await?;
     write_history(conn, fold).await?;
-    write_timeline(conn, fold).await?;
     write_sales(conn, fold).await?;
     if !fold.customer_events.is_empty() {
         // Every order view of a customer an event changed copies its name and email, those
@@ -476,57 +471,6 @@ async fn write_history(conn: &mut PgConnection, fold: &PageFold) -> Result<(), s
     .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| &r.state).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn write_timeline(conn: &mut PgConnection, fold: &PageFold) -> Result<(), sqlx::Error> {
-    if fold.timeline.is_empty() {
-        return Ok(());
-    }
-    let rows = &fold.timeline;
-    sqlx::query(
-        "INSERT INTO order_timeline (tenant_id, order_id, version, global_position, event_type,
-             description, occurred_at, recorded_at, actor, command_id, correlation_id,
-             causation_id, details)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[], $5::text[],
-             $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
-             $11::text[], $12::text[], $13::jsonb[])",
-    )
-    .bind(rows.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.order_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.description.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.command_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.correlation_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.causation_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| &r.details).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())

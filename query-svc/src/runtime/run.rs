@@ -1,5 +1,5 @@
 //! Applying a batch in the relay's commit order, from the projection's watermark on
-//! (`store::watermark`). The projector and a rebuild both come through [`apply_in_order`].
+//! (`runtime::watermark`). The projector and a rebuild both come through [`apply_in_order`].
 //!
 //! A batch is laid out as a *run*: the events that follow the watermark without a gap.
 //! - A delivery at or below the watermark is done already (a redelivery, or an event a gap fill
@@ -10,7 +10,7 @@
 //!   missing from this batch (held by a consumer that died until JetStream redelivers them, or
 //!   lost), and they are read from command-svc's ReadAll in one call and join the run first.
 //!   A restarted projector therefore resumes without stream-by-stream hole fills.
-//! - The run is applied, folded as one page (`store::apply_page`). A run that does not fit (a
+//! - The run is applied, folded as one page (`runtime::page`). A run that does not fit (a
 //!   stream held behind a dead letter, an event that fails) goes event by event, each a page
 //!   of one in a savepoint, where a failing event is retried or dead-lettered. The watermark
 //!   moves to the run's last event done, in the same transaction.
@@ -25,19 +25,13 @@ use sqlx::PgConnection;
 use tracing::Instrument as _;
 
 use super::{
-    Delivery, MAX_ATTEMPTS,
+    Changes, Projection,
+    consumer::{Delivery, MAX_ATTEMPTS},
+    page::{self, Page},
+    progress::{Batch, StreamKey},
+    stream_key,
     streams::{Step, Streams, Transient},
-};
-use crate::{
-    projection::{
-        event::{Event, stream_key},
-        order_view::OrderChanged,
-    },
-    store::{
-        apply_page::{self, Page},
-        progress::{Batch, StreamKey},
-        watermark::{self, LogPoint},
-    },
+    watermark::{self, LogPoint},
 };
 
 /// At most this many events are read from the log to fill the gaps of one batch; deliveries
@@ -51,8 +45,8 @@ const FILL_PAGE: u32 = 2_000;
 pub struct Outcome {
     /// Per delivery, in the order given: done (acknowledge) or to come again (nak).
     pub done: Vec<bool>,
-    /// Order views that changed, for watchers.
-    pub changes: Vec<OrderChanged>,
+    /// What the projection returned for each page it applied, for [`Projection::committed`].
+    pub changes: Vec<Changes>,
     /// Positions the batch brought under the watermark, sorted.
     pub covered: Vec<i64>,
     /// The watermark after the batch.
@@ -91,6 +85,7 @@ enum Fate {
 /// rebuild's own tables) and commits.
 pub async fn apply_in_order(
     conn: &mut PgConnection,
+    projection: &dyn Projection,
     streams: &Streams,
     deliveries: &[Delivery],
 ) -> Result<Outcome, Transient> {
@@ -99,11 +94,13 @@ pub async fn apply_in_order(
     let mut bookkeeping = Batch::new();
     let keys: Vec<StreamKey> = run
         .iter()
+        .filter(|event| projection.handles(&event.record.aggregate_type))
         .filter_map(|event| stream_key(&event.record))
         .map(|(tenant, stream, _)| (tenant, stream))
         .collect();
     bookkeeping.prefetch(conn, &keys).await?;
-    let (done_in_run, applied, changes) = apply_run(conn, streams, &mut bookkeeping, &run).await?;
+    let (done_in_run, applied, changes) =
+        apply_run(conn, projection, streams, &mut bookkeeping, &run).await?;
     let mut covered = bookkeeping.done_positions().to_vec();
     covered.sort_unstable();
     bookkeeping.flush(conn).await?;
@@ -234,29 +231,34 @@ async fn fill<'a>(
     }
 }
 
-/// Applies the run in order: folded as one page when it fits, else event by event (each a page
-/// of one in a savepoint). Returns how many of its events are done (the run stops at an event
-/// that fails and has attempts left), how many of those were applied, and the order views that
-/// changed.
+/// Applies the run in order: the events the projection handles as one page when it fits, else
+/// event by event (each a page of one in a savepoint). Returns how many of its events are done
+/// (the run stops at an event that fails and has attempts left), how many of those were
+/// applied, and what the projection returned.
 async fn apply_run(
     conn: &mut PgConnection,
+    projection: &dyn Projection,
     streams: &Streams,
     bookkeeping: &mut Batch,
     run: &[RunEvent<'_>],
-) -> Result<(usize, usize, Vec<OrderChanged>), Transient> {
+) -> Result<(usize, usize, Vec<Changes>), Transient> {
     // One span per event, which ends when the batch commits: an event is projected then.
     let spans: Vec<tracing::Span> = run.iter().map(project_span).collect();
-    let events: Option<Vec<Event>> = run
+    let handled: Vec<&pb::EventRecord> = run
         .iter()
-        .map(|event| Event::try_from(event.record.as_ref()).ok())
+        .map(|event| event.record.as_ref())
+        .filter(|record| projection.handles(&record.aggregate_type))
         .collect();
-    if let Some(events) = events
-        && let Page::Applied(changes) = apply_page::apply(conn, bookkeeping, &events).await?
-    {
+    if let Page::Applied(changes) = page::apply(conn, projection, bookkeeping, &handled).await? {
         for event in run {
             bookkeeping.record_done(&event.record);
         }
-        return Ok((run.len(), run.len(), changes));
+        let changes = if handled.is_empty() {
+            Vec::new()
+        } else {
+            vec![changes]
+        };
+        return Ok((run.len(), handled.len(), changes));
     }
     let mut changes = Vec::new();
     let (mut done, mut applied) = (0, 0);
@@ -264,6 +266,7 @@ async fn apply_run(
         match streams
             .apply(
                 conn,
+                projection,
                 bookkeeping,
                 &event.record,
                 event.attempts,
@@ -273,7 +276,7 @@ async fn apply_run(
             .await?
         {
             Step::Applied(change) => {
-                changes.extend(change.map(|c| *c));
+                changes.push(change);
                 applied += 1;
             }
             Step::Skipped => {}

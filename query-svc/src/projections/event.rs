@@ -7,7 +7,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use super::ProjectionError;
+use crate::runtime::ProjectionError;
 
 /// The decoded payload, by aggregate type.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,14 +51,12 @@ fn bad(what: &str, record: &pb::EventRecord) -> ProjectionError {
     ))
 }
 
-/// The stream a record belongs to, readable before its payload is decoded: lets a consumer put
-/// an undecodable event on the right stream's dead letter.
-pub fn stream_key(record: &pb::EventRecord) -> Option<(Uuid, String, i64)> {
-    Some((
-        Uuid::try_parse(&record.tenant_id).ok()?,
-        record.stream_id.clone(),
-        i64::try_from(record.stream_version).ok()?,
-    ))
+/// Decodes a page of records, or says which one cannot be decoded.
+pub fn decode_all(records: &[&pb::EventRecord]) -> Result<Vec<Event>, ProjectionError> {
+    records
+        .iter()
+        .map(|record| Event::try_from(*record))
+        .collect()
 }
 
 impl TryFrom<&pb::EventRecord> for Event {

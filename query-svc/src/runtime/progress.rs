@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::PgConnection;
 
-use crate::projection::event::Event;
+use shared::proto::v1 as pb;
+
+use super::stream_key;
 
 /// Whether the database refused a statement for a reason that passes: a deadlock or a
 /// serialization failure (SQLSTATE class 40), a lock or statement timeout, a shutdown or
@@ -127,18 +129,20 @@ impl Batch {
         Ok(version)
     }
 
-    /// Marks `event` applied: its version is its stream's last.
-    pub fn record_applied(&mut self, event: &Event) {
-        let key = (event.tenant_id, event.stream_id.clone());
-        self.last_versions.insert(key.clone(), event.stream_version);
-        self.applied_versions.insert(key, event.stream_version);
+    /// Marks `record` applied: its version is its stream's last.
+    pub fn record_applied(&mut self, record: &pb::EventRecord) {
+        if let Some((tenant, stream, version)) = stream_key(record) {
+            let key = (tenant, stream);
+            self.last_versions.insert(key.clone(), version);
+            self.applied_versions.insert(key, version);
+        }
     }
 
     /// Moves the watermark over `record`, the event right after it in commit order, whatever
     /// became of it (applied, a duplicate, held, dead-lettered). Only the run of a batch
-    /// (`projector::run`) calls this: an event applied out of commit order (a stream caught up
+    /// (`runtime::run`) calls this: an event applied out of commit order (a stream caught up
     /// after its dead letter is resolved) has its version recorded, not its position.
-    pub fn record_done(&mut self, record: &shared::proto::v1::EventRecord) {
+    pub fn record_done(&mut self, record: &pb::EventRecord) {
         let position = i64::try_from(record.global_position).unwrap_or(i64::MAX);
         self.positions.push(position);
         let recorded_at = record

@@ -1,4 +1,4 @@
-//! Rebuilding the read model with no downtime: a new generation of its tables is filled from
+//! Rebuilding a projection with no downtime: a new generation of its tables is filled from
 //! position 0 through command-svc's ReadAll while the serving generation keeps answering
 //! queries and applying new events; once the new one has caught up, one transaction swaps them.
 //!
@@ -12,22 +12,20 @@
 //! The rebuild applies each page through the projector's own code ([`run::apply_in_order`]),
 //! as a run that follows the rebuild's watermark: the same rules, the same fold.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use shared::proto::v1 as pb;
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::{AdminError, lag::LagProbe};
-use crate::{
-    projector::{
-        Delivery, run,
-        streams::{EventLogClient, Streams},
-    },
-    store::{
-        generations::{self, READ_MODEL},
-        watermark::LogPoint,
-    },
+use super::{
+    Projection,
+    consumer::Delivery,
+    generations,
+    lag::LagProbe,
+    run,
+    streams::{Streams, Transient},
+    watermark::LogPoint,
 };
 
 /// How long the swap may wait for readers holding the serving tables before it tries again.
@@ -39,6 +37,24 @@ const SWAP_ATTEMPTS: u32 = 5;
 pub struct RebuildStarted {
     pub generation: i32,
     pub already_running: bool,
+}
+
+/// Why a rebuild did not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Transient(#[from] Transient),
+    /// The projection has no row in `projections`: its migration did not run.
+    #[error("projection {0} is not in the read database")]
+    NotMigrated(String),
+    #[error("could not swap the rebuilt tables in: readers kept them locked")]
+    SwapRefused,
+}
+
+impl From<sqlx::Error> for RebuildError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Transient(Transient::Database(error))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,55 +71,71 @@ impl Rebuilder {
     /// `stop` ends a running rebuild (at shutdown); a later RebuildProjection starts over.
     pub fn new(
         pool: PgPool,
-        command_svc: EventLogClient,
+        streams: Streams,
         lag: LagProbe,
         stop: CancellationToken,
         page_size: u32,
     ) -> Self {
         Self {
             pool,
-            streams: Streams::new(command_svc),
+            streams,
             lag,
             stop,
             page_size,
         }
     }
 
-    /// Starts a rebuild in the background, or reports the one already running (in any replica).
-    pub async fn start(&self) -> Result<RebuildStarted, AdminError> {
+    /// Starts a rebuild of `projection` in the background, or reports the one already running
+    /// (in any replica).
+    pub async fn start(
+        &self,
+        projection: Arc<dyn Projection>,
+    ) -> Result<RebuildStarted, RebuildError> {
+        let name = projection.name();
         // The claim lives as long as this connection: a dead process releases it.
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         let rows = generations::projections(&self.pool).await?;
         let row = rows
             .iter()
-            .find(|row| row.name == READ_MODEL)
-            .ok_or_else(|| AdminError::NotFound(format!("projection {READ_MODEL} not found")))?;
-        if !generations::try_claim_rebuild(&mut conn).await? {
+            .find(|row| row.name == name)
+            .ok_or_else(|| RebuildError::NotMigrated(name.to_owned()))?;
+        if !generations::try_claim_rebuild(&mut conn, name).await? {
             return Ok(RebuildStarted {
                 generation: row.rebuild_generation.unwrap_or(row.generation + 1),
                 already_running: true,
             });
         }
         let generation = row.generation + 1;
-        let target = self.head_position().await;
-        generations::create_rebuild_schema(&mut conn).await?;
-        generations::start_rebuild(&mut conn, READ_MODEL, generation, target).await?;
-        tracing::info!(generation, target, "projection rebuild started");
+        let target = self.lag.head_position().await;
+        generations::create_rebuild_schema(&mut conn, projection.as_ref()).await?;
+        generations::start_rebuild(&mut conn, name, generation, target).await?;
+        tracing::info!(
+            projection = name,
+            generation,
+            target,
+            "projection rebuild started"
+        );
         let rebuilder = self.clone();
         tokio::spawn(async move {
             let stop = rebuilder.stop.clone();
             let result = tokio::select! {
                 () = stop.cancelled() => None,
-                result = rebuilder.run(&mut conn, generation) => Some(result),
+                result = rebuilder.run(&mut conn, projection.as_ref(), generation) => Some(result),
             };
             match result {
-                None => tracing::warn!(generation, "rebuild stopped by shutdown"),
+                None => {
+                    tracing::warn!(projection = name, generation, "rebuild stopped by shutdown")
+                }
                 Some(Ok(())) => {
-                    tracing::info!(generation, "projection rebuilt; readers switched over");
+                    tracing::info!(
+                        projection = name,
+                        generation,
+                        "projection rebuilt; readers switched over"
+                    );
                 }
                 Some(Err(error)) => {
-                    tracing::error!(%error, generation, "projection rebuild failed");
-                    let _ = generations::end_rebuild(&mut conn, READ_MODEL).await;
+                    tracing::error!(%error, projection = name, generation, "projection rebuild failed");
+                    let _ = generations::end_rebuild(&mut conn, name).await;
                 }
             }
         });
@@ -113,13 +145,13 @@ impl Rebuilder {
         })
     }
 
-    async fn head_position(&self) -> i64 {
-        self.lag.measure().await.map_or(0, |lag| {
-            i64::try_from(lag.head_position).unwrap_or(i64::MAX)
-        })
-    }
-
-    async fn run(&self, conn: &mut PgConnection, generation: i32) -> Result<(), AdminError> {
+    async fn run(
+        &self,
+        conn: &mut PgConnection,
+        projection: &dyn Projection,
+        generation: i32,
+    ) -> Result<(), RebuildError> {
+        let name = projection.name();
         let mut cursor = LogPoint::default();
         // Catch up in the background, one page per transaction, reading the next page from
         // command-svc while the last one is applied.
@@ -128,7 +160,7 @@ impl Rebuilder {
             let full = records.len() == self.page_size as usize;
             let after = records.last().map_or(cursor, LogPoint::of);
             let mut tx = conn.begin().await?;
-            generations::write_to_rebuild(&mut tx).await?;
+            generations::write_to_rebuild(&mut tx, name).await?;
             let read_next = async {
                 if full {
                     self.read_page(after).await.map(Some)
@@ -136,18 +168,15 @@ impl Rebuilder {
                     Ok(None)
                 }
             };
-            let (page, next) =
-                tokio::join!(self.apply_records(&mut tx, cursor, records), read_next);
+            let (page, next) = tokio::join!(
+                self.apply_records(&mut tx, projection, cursor, records),
+                read_next
+            );
             let page = page?;
             cursor = after;
-            let target = self.head_position().await;
-            generations::record_rebuild_progress(
-                &mut tx,
-                READ_MODEL,
-                cursor.global_position,
-                target,
-            )
-            .await?;
+            let target = self.lag.head_position().await;
+            generations::record_rebuild_progress(&mut tx, name, cursor.global_position, target)
+                .await?;
             tx.commit().await?;
             count_dead_letters(page.dead_lettered);
             match next? {
@@ -157,12 +186,12 @@ impl Rebuilder {
         }
         // Caught up: the last stretch and the swap, in one transaction.
         for attempt in 1..=SWAP_ATTEMPTS {
-            match self.swap(conn, &mut cursor, generation).await {
+            match self.swap(conn, projection, &mut cursor, generation).await {
                 Ok(retired) => {
                     generations::drop_retired(conn, &retired).await?;
                     return Ok(());
                 }
-                Err(AdminError::Database(sqlx::Error::Database(error)))
+                Err(RebuildError::Transient(Transient::Database(sqlx::Error::Database(error))))
                     if error.code().as_deref() == Some("55P03") && attempt < SWAP_ATTEMPTS =>
                 {
                     tracing::warn!(
@@ -174,35 +203,37 @@ impl Rebuilder {
                 Err(error) => return Err(error),
             }
         }
-        Err(AdminError::FailedPrecondition(
-            "could not swap the rebuilt tables in".into(),
-        ))
+        Err(RebuildError::SwapRefused)
     }
 
     async fn swap(
         &self,
         conn: &mut PgConnection,
+        projection: &dyn Projection,
         cursor: &mut LogPoint,
         generation: i32,
-    ) -> Result<String, AdminError> {
+    ) -> Result<String, RebuildError> {
+        let name = projection.name();
         let mut tx = conn.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"
         )))
         .execute(&mut *tx)
         .await?;
-        generations::hold_serving_exclusively(&mut tx).await?;
-        generations::write_to_rebuild(&mut tx).await?;
+        generations::hold_serving_exclusively(&mut tx, name).await?;
+        generations::write_to_rebuild(&mut tx, name).await?;
         let mut last_stretch = *cursor;
         let mut dead_lettered = 0;
         loop {
-            let page = self.apply_page(&mut tx, &mut last_stretch).await?;
+            let page = self
+                .apply_page(&mut tx, projection, &mut last_stretch)
+                .await?;
             dead_lettered += page.dead_lettered;
             if page.read < self.page_size as usize {
                 break;
             }
         }
-        let retired = generations::swap_in_rebuild(&mut tx, READ_MODEL, generation - 1).await?;
+        let retired = generations::swap_in_rebuild(&mut tx, projection, generation - 1).await?;
         tx.commit().await?;
         count_dead_letters(dead_lettered);
         *cursor = last_stretch;
@@ -213,17 +244,20 @@ impl Rebuilder {
     async fn apply_page(
         &self,
         conn: &mut PgConnection,
+        projection: &dyn Projection,
         cursor: &mut LogPoint,
-    ) -> Result<Page, AdminError> {
+    ) -> Result<Page, RebuildError> {
         let records = self.read_page(*cursor).await?;
         let after = records.last().map_or(*cursor, LogPoint::of);
-        let page = self.apply_records(conn, *cursor, records).await?;
+        let page = self
+            .apply_records(conn, projection, *cursor, records)
+            .await?;
         *cursor = after;
         Ok(page)
     }
 
     /// Up to a page of the log after `after`, in commit order.
-    async fn read_page(&self, after: LogPoint) -> Result<Vec<pb::EventRecord>, AdminError> {
+    async fn read_page(&self, after: LogPoint) -> Result<Vec<pb::EventRecord>, RebuildError> {
         Ok(self.streams.read_log(after, self.page_size).await?)
     }
 
@@ -233,12 +267,13 @@ impl Rebuilder {
     async fn apply_records(
         &self,
         conn: &mut PgConnection,
+        projection: &dyn Projection,
         after: LogPoint,
         records: Vec<pb::EventRecord>,
-    ) -> Result<Page, AdminError> {
+    ) -> Result<Page, RebuildError> {
         let read = records.len();
         let deliveries = Delivery::read_from_log(after, records);
-        let outcome = run::apply_in_order(conn, &self.streams, &deliveries).await?;
+        let outcome = run::apply_in_order(conn, projection, &self.streams, &deliveries).await?;
         Ok(Page {
             read,
             dead_lettered: outcome.dead_lettered,

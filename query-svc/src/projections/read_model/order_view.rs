@@ -290,12 +290,7 @@ impl OrderState {
     }
 }
 
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use shared::proto::timestamp;
 
 fn line_to_proto(line: &Line) -> pb::OrderItem {
     pb::OrderItem {

@@ -1,5 +1,6 @@
-//! How far the projector is behind the log, measured on JetStream: the stream's last message is
-//! the head of the log as published, the durable consumer's pending count is the backlog.
+//! How far a projector is behind the log, measured on JetStream: the stream's last message is
+//! the head of the log as published, the projection's durable consumer's pending count is its
+//! backlog.
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
@@ -17,23 +18,37 @@ pub struct Lag {
     pub seconds: f64,
 }
 
-/// Where to look: the stream and the projector's durable consumer on it.
+/// Where to look: the stream the projectors consume.
 #[derive(Debug, Clone)]
 pub struct LagProbe {
     pub jetstream: jetstream::Context,
     pub stream: String,
-    pub consumer: String,
 }
 
 impl LagProbe {
-    pub async fn measure(&self) -> Result<Lag, async_nats::Error> {
+    /// The head of the log as published (0 when JetStream cannot say).
+    pub async fn head_position(&self) -> i64 {
+        let head = async {
+            let stream = self.jetstream.get_stream(&self.stream).await?;
+            let last_sequence = stream.cached_info().state.last_sequence;
+            if last_sequence == 0 {
+                return Ok::<u64, async_nats::Error>(0);
+            }
+            Ok(record_at(&stream, last_sequence).await?.global_position)
+        };
+        head.await
+            .map_or(0, |position| i64::try_from(position).unwrap_or(i64::MAX))
+    }
+
+    /// The lag of the durable consumer `consumer`.
+    pub async fn measure(&self, consumer: &str) -> Result<Lag, async_nats::Error> {
         let stream = self.jetstream.get_stream(&self.stream).await?;
         let last_sequence = stream.cached_info().state.last_sequence;
         if last_sequence == 0 {
             return Ok(Lag::default());
         }
         let head = record_at(&stream, last_sequence).await?;
-        let consumer = stream.consumer_info(&self.consumer).await?;
+        let consumer = stream.consumer_info(consumer).await?;
         let events = consumer.num_pending + consumer.num_ack_pending as u64;
         let seconds = if events == 0 {
             0.0

@@ -1,14 +1,14 @@
 //! The projection's watermark: the point in the relay's commit order up to which every event is
 //! done (applied, skipped as held behind a dead letter, or dead-lettered). It is contiguous: a
 //! batch moves it only over events that follow it without a gap, filling any gap from the log
-//! first (`projector::run`). It lives in `projector_state` and moves in the transaction that
+//! first (`runtime::run`). It lives in `projector_state` and moves in the transaction that
 //! applies the events, so it never claims an event the read tables do not hold.
 //!
 //! Every event under the watermark has a row in `applied_events`, and no event above it does:
 //! "position P is there" is exactly "every event published up to and including P is done",
 //! which is what a read with `min_position = P` waits for.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 /// A point in the relay's commit order: transaction id first, then global position. The
 /// default, (0, 0), lies before every event.
@@ -43,4 +43,27 @@ pub async fn load(conn: &mut PgConnection) -> Result<LogPoint, sqlx::Error> {
             }
         }),
     )
+}
+
+/// Whether every event published up to and including the one at `position` (in the relay's
+/// commit order) is done in projection `name`: its `applied_events` holds exactly the events
+/// under its watermark.
+pub async fn covered(pool: &PgPool, name: &str, position: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM {name}.applied_events WHERE global_position = $1)"
+    )))
+    .bind(position)
+    .fetch_one(pool)
+    .await
+}
+
+/// The position of projection `name`'s watermark (0 before the first event), to say how far
+/// behind a reader is.
+pub async fn position(pool: &PgPool, name: &str) -> Result<i64, sqlx::Error> {
+    let position: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT last_position FROM {name}.projector_state WHERE id = 1"
+    )))
+    .fetch_optional(pool)
+    .await?;
+    Ok(position.unwrap_or(0))
 }

@@ -1,13 +1,11 @@
-//! The projector: consumes the event stream with a durable pull consumer and applies each batch
-//! in one read-database transaction, acknowledging only after COMMIT.
+//! The projector of one projection: consumes the event stream with its own durable pull
+//! consumer and applies each batch in one read-database transaction, acknowledging only after
+//! COMMIT.
 //!
-//! A batch is applied in commit order after the projection's watermark ([`run`]); per stream,
-//! versions are applied strictly in order ([`streams`]). An event a projection cannot apply is
-//! retried (redelivered) a few times, then dead-lettered; its stream is held while other
-//! streams keep flowing.
-
-pub mod run;
-pub mod streams;
+//! A batch is applied in commit order after the projection's watermark ([`super::run`]); per
+//! stream, versions are applied strictly in order ([`super::streams`]). An event a projection
+//! cannot apply is retried (redelivered) a few times, then dead-lettered; its stream is held
+//! while other streams keep flowing.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,37 +18,43 @@ use shared::{
     trace_context::{TRACEPARENT, TraceParent},
 };
 use sqlx::PgPool;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    projection::order_view::OrderChanged,
-    store::{generations, watermark::LogPoint},
+use super::{
+    Projection, generations, run,
+    streams::{Streams, Transient},
+    watermark::LogPoint,
 };
-use streams::{Streams, Transient};
 
 /// Deliveries of one event before it goes to the dead letters.
 pub const MAX_ATTEMPTS: i64 = 5;
 /// How long a message whose batch failed waits before redelivery.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Projector settings.
+/// Projector settings, shared by the projectors of every projection.
 #[derive(Debug, Clone)]
 pub struct ProjectorSettings {
     pub stream: String,
     pub subject_prefix: String,
+    /// The durable consumers' names start with this: `<consumer>-<projection name>`.
     pub consumer: String,
     pub batch_size: usize,
 }
 
-/// What the rest of the service learns from the projector.
+impl ProjectorSettings {
+    /// The durable consumer of `projection`.
+    pub fn consumer_of(&self, projection: &str) -> String {
+        format!("{}-{projection}", self.consumer)
+    }
+}
+
+/// What the rest of the service learns from a projection's projector.
 #[derive(Debug, Clone)]
 pub struct Progress {
     /// What each committed batch of this process brought under the watermark: read-your-writes
     /// waiters wait on it.
     pub coverage: watch::Receiver<Coverage>,
-    /// Order views as they change, for WatchOrders.
-    pub changes: broadcast::Sender<Arc<OrderChanged>>,
     /// Whether the projector is attached to its consumer and applying events.
     pub consuming: watch::Receiver<bool>,
 }
@@ -66,39 +70,38 @@ pub struct Coverage {
 
 #[derive(Debug)]
 pub struct Projector {
+    projection: Arc<dyn Projection>,
     pool: PgPool,
     nats: async_nats::Client,
     streams: Streams,
     settings: ProjectorSettings,
     coverage: watch::Sender<Coverage>,
     consuming: watch::Sender<bool>,
-    changes: broadcast::Sender<Arc<OrderChanged>>,
 }
 
 impl Projector {
     pub fn new(
+        projection: Arc<dyn Projection>,
         pool: PgPool,
         nats: async_nats::Client,
-        command_svc: streams::EventLogClient,
+        streams: Streams,
         settings: ProjectorSettings,
     ) -> (Self, Progress) {
         let (coverage, coverage_rx) = watch::channel(Coverage::default());
-        let (changes, _) = broadcast::channel(1024);
         let (consuming, consuming_rx) = watch::channel(false);
         let progress = Progress {
             coverage: coverage_rx,
-            changes: changes.clone(),
             consuming: consuming_rx,
         };
         (
             Self {
+                projection,
                 pool,
                 nats,
-                streams: Streams::new(command_svc),
+                streams,
                 settings,
                 coverage,
                 consuming,
-                changes,
             },
             progress,
         )
@@ -122,7 +125,12 @@ impl Projector {
             match consumed {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "projector interrupted");
+                    tracing::warn!(
+                        %error,
+                        projection = self.projection.name(),
+                        retry_in = ?backoff,
+                        "projector interrupted"
+                    );
                 }
             }
             tokio::select! {
@@ -132,7 +140,7 @@ impl Projector {
             // At most a second: once the fault heals, the projector is back within a second.
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        tracing::info!("projector stopped");
+        tracing::info!(projection = self.projection.name(), "projector stopped");
     }
 
     async fn consumer(
@@ -140,23 +148,26 @@ impl Projector {
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
         let jetstream = jetstream::new(self.nats.clone());
         let stream = jetstream.get_stream(&self.settings.stream).await?;
+        let name = self.settings.consumer_of(self.projection.name());
         let config = pull::Config {
-            durable_name: Some(self.settings.consumer.clone()),
+            durable_name: Some(name.clone()),
             filter_subject: format!("{}.>", self.settings.subject_prefix),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 10_000,
             ..Default::default()
         };
-        Ok(stream
-            .get_or_create_consumer(&self.settings.consumer, config)
-            .await?)
+        Ok(stream.get_or_create_consumer(&name, config).await?)
     }
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), async_nats::Error> {
         let consumer = self.consumer().await?;
         let mut messages = consumer.messages().await?;
-        tracing::info!(consumer = %self.settings.consumer, "projector consuming");
+        tracing::info!(
+            projection = self.projection.name(),
+            consumer = %self.settings.consumer_of(self.projection.name()),
+            "projector consuming"
+        );
         self.consuming.send_replace(true);
         loop {
             let first = tokio::select! {
@@ -181,7 +192,14 @@ impl Projector {
     /// Applies a batch in one transaction, then acks (or naks what must come again).
     async fn process(&self, batch: Vec<jetstream::Message>) {
         let deliveries: Vec<Delivery> = batch.iter().map(delivery).collect();
-        match apply_records(&self.pool, &self.streams, &deliveries).await {
+        match apply_records(
+            &self.pool,
+            self.projection.as_ref(),
+            &self.streams,
+            &deliveries,
+        )
+        .await
+        {
             Ok(outcome) => {
                 for (message, done) in batch.iter().zip(&outcome.done) {
                     let ack = if *done {
@@ -199,12 +217,17 @@ impl Projector {
                     coverage.batches += 1;
                     coverage.positions = positions;
                 });
-                for change in outcome.changes {
-                    let _ = self.changes.send(Arc::new(change));
+                if !outcome.changes.is_empty() {
+                    self.projection.committed(outcome.changes);
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, events = batch.len(), "batch not applied; will be redelivered");
+                tracing::warn!(
+                    %error,
+                    projection = self.projection.name(),
+                    events = batch.len(),
+                    "batch not applied; will be redelivered"
+                );
                 for message in &batch {
                     let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
                 }
@@ -279,31 +302,38 @@ impl Delivery {
     }
 }
 
-/// Applies `deliveries` to the serving tables in one transaction: the serving lock, the
-/// projector lock (one batch at a time across replicas), the run after the watermark
-/// ([`run::apply_in_order`]), then COMMIT.
+/// Applies `deliveries` to the serving tables of `projection` in one transaction: its schema,
+/// serving and projector locks (one batch at a time across replicas,
+/// [`generations::enter_serving`]), the run after the watermark ([`run::apply_in_order`]), then
+/// COMMIT.
 pub async fn apply_records(
     pool: &PgPool,
+    projection: &dyn Projection,
     streams: &Streams,
     deliveries: &[Delivery],
 ) -> Result<run::Outcome, Transient> {
     let mut tx = pool.begin().await?;
-    generations::hold_serving(&mut tx).await?;
-    generations::hold_projector(&mut tx).await?;
-    let outcome = run::apply_in_order(&mut tx, streams, deliveries).await?;
+    generations::enter_serving(&mut tx, projection.name()).await?;
+    let outcome = run::apply_in_order(&mut tx, projection, streams, deliveries).await?;
     tx.commit().await?;
+    let name = projection.name();
     tracing::debug!(
+        projection = name,
         deliveries = deliveries.len(),
         applied = outcome.applied,
         skipped = outcome.skipped,
         watermark = outcome.watermark.global_position,
         "batch committed"
     );
-    metrics::counter!("pizzeria_projection_events_applied_total").increment(outcome.applied as u64);
-    metrics::counter!("pizzeria_projection_dead_letters_total").increment(outcome.dead_lettered);
-    metrics::counter!("pizzeria_projection_events_skipped_total").increment(outcome.skipped as u64);
-    metrics::histogram!("pizzeria_projection_batch_size").record(deliveries.len() as f64);
-    metrics::gauge!("pizzeria_projection_checkpoint_position")
+    metrics::counter!("pizzeria_projection_events_applied_total", "projection" => name)
+        .increment(outcome.applied as u64);
+    metrics::counter!("pizzeria_projection_dead_letters_total", "projection" => name)
+        .increment(outcome.dead_lettered);
+    metrics::counter!("pizzeria_projection_events_skipped_total", "projection" => name)
+        .increment(outcome.skipped as u64);
+    metrics::histogram!("pizzeria_projection_batch_size", "projection" => name)
+        .record(deliveries.len() as f64);
+    metrics::gauge!("pizzeria_projection_checkpoint_position", "projection" => name)
         .set(outcome.watermark.global_position as f64);
     Ok(outcome)
 }

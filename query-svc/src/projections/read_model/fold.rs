@@ -1,5 +1,5 @@
 //! A page of events folded in memory: every rule of the read model, computing the rows a page
-//! of events changes so that `store::apply_page` writes each read table once. An event that
+//! of events changes so that `read_model` writes each of its tables once. An event that
 //! does not fit refuses the whole page, which is then applied event by event (each a page of
 //! one), where a failing event is dead-lettered.
 
@@ -10,12 +10,13 @@ use shared::events::{CustomerEvent, OrderEvent};
 use uuid::Uuid;
 
 use super::{
-    ProjectionError,
     analytics::{DayFigures, sales_day},
     customer_view::CustomerOrderDelta,
-    event::{Event, Payload},
     order_view::{OrderChanged, OrderState},
-    timeline,
+};
+use crate::{
+    projections::event::{Event, Payload},
+    runtime::ProjectionError,
 };
 
 /// `(tenant, order id)`.
@@ -108,24 +109,6 @@ pub struct HistoryRow {
     pub state: serde_json::Value,
 }
 
-/// One `order_timeline` row: an order event, described, with its metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimelineRow {
-    pub tenant_id: Uuid,
-    pub order_id: Uuid,
-    pub version: i64,
-    pub global_position: i64,
-    pub event_type: String,
-    pub description: String,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    pub command_id: String,
-    pub correlation_id: String,
-    pub causation_id: String,
-    pub details: serde_json::Value,
-}
-
 /// What a page of events does to the read tables.
 #[derive(Debug, Default)]
 pub struct PageFold {
@@ -144,7 +127,6 @@ pub struct PageFold {
     /// Customers an event of theirs set: every order view of theirs copies the name and email.
     pub customer_events: BTreeSet<CustomerKey>,
     pub history: Vec<HistoryRow>,
-    pub timeline: Vec<TimelineRow>,
     /// Additions to `daily_sales`, by `(tenant, day)`.
     pub sales: BTreeMap<(Uuid, NaiveDate), DayFigures>,
     /// Additions to `daily_item_sales`: `(quantity, revenue)` by `(tenant, day, name)`.
@@ -245,22 +227,6 @@ impl PageFold {
             version: after.version,
             occurred_at: event.occurred_at(),
             state: state_json,
-        });
-        let metadata = &event.metadata;
-        self.timeline.push(TimelineRow {
-            tenant_id: tenant,
-            order_id: event.aggregate_id,
-            version: event.stream_version,
-            global_position: event.global_position,
-            event_type: event.event_type.clone(),
-            description: timeline::describe(order_event),
-            occurred_at: event.occurred_at(),
-            recorded_at: event.recorded_at,
-            actor: metadata.actor.clone(),
-            command_id: metadata.command_id.clone(),
-            correlation_id: metadata.correlation_id.clone(),
-            causation_id: metadata.causation_id.clone(),
-            details: serde_json::from_str(&event.payload_json).unwrap_or(serde_json::Value::Null),
         });
         self.changes.push(OrderChanged {
             tenant_id: tenant,

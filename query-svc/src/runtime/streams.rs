@@ -11,20 +11,15 @@ use shared::{
     auth::TENANT_HEADER,
     proto::v1::{self as pb, event_log_service_client::EventLogServiceClient},
 };
-use sqlx::{Acquire as _, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{
-    projection::{
-        ProjectionError,
-        event::{Event, stream_key},
-        order_view::OrderChanged,
-    },
-    store::{
-        apply_page::{self, Page},
-        progress::Batch,
-        watermark::LogPoint,
-    },
+use super::{
+    Changes, Projection, ProjectionError,
+    page::{self, Page},
+    progress::Batch,
+    stream_key,
+    watermark::LogPoint,
 };
 
 /// command-svc's EventLogService, each call carrying query-svc's service token (role
@@ -54,8 +49,10 @@ pub enum Transient {
 /// What became of one event.
 #[derive(Debug)]
 pub enum Step {
-    Applied(Option<Box<OrderChanged>>),
-    /// Duplicate, held behind a dead letter, or dead-lettered now: nothing more to do.
+    /// Applied: what the projection returned.
+    Applied(Changes),
+    /// Not an event the projection handles, a duplicate, held behind a dead letter, or
+    /// dead-lettered now: nothing more to do.
     Skipped,
     /// The event failed and has attempts left: deliver it again later.
     RetryLater,
@@ -77,11 +74,15 @@ impl Streams {
     pub async fn apply(
         &self,
         conn: &mut PgConnection,
+        projection: &dyn Projection,
         batch: &mut Batch,
         record: &pb::EventRecord,
         attempts: i64,
         max_attempts: i64,
     ) -> Result<Step, Transient> {
+        if !projection.handles(&record.aggregate_type) {
+            return Ok(Step::Skipped);
+        }
         let Some((tenant, stream, version)) = stream_key(record) else {
             tracing::error!(event_id = %record.event_id, "event without a valid tenant or version skipped");
             return Ok(Step::Skipped);
@@ -100,7 +101,7 @@ impl Streams {
             let missing = u32::try_from(version - last - 1).unwrap_or(u32::MAX);
             tracing::info!(stream = %stream, from = last + 1, count = missing, "filling a hole from command-svc");
             if !self
-                .apply_from_log(conn, batch, record, last, Some(missing))
+                .apply_from_log(conn, projection, batch, record, last, Some(missing))
                 .await?
             {
                 // A missing version was dead-lettered: this one now waits behind it.
@@ -108,8 +109,8 @@ impl Streams {
                 return Ok(Step::Skipped);
             }
         }
-        match apply_one(conn, batch, record).await? {
-            Ok(change) => Ok(Step::Applied(change.map(Box::new))),
+        match apply_one(conn, projection, batch, record).await? {
+            Ok(changes) => Ok(Step::Applied(changes)),
             Err(error) if attempts >= max_attempts => {
                 dead_letter(conn, record, &error, attempts).await?;
                 batch.record_dead_letter((tenant, stream));
@@ -127,6 +128,7 @@ impl Streams {
     pub async fn catch_up(
         &self,
         conn: &mut PgConnection,
+        projection: &dyn Projection,
         batch: &mut Batch,
         record: &pb::EventRecord,
     ) -> Result<(), Transient> {
@@ -134,7 +136,8 @@ impl Streams {
             return Ok(());
         };
         let last = batch.last_version(conn, tenant, &stream).await?;
-        self.apply_from_log(conn, batch, record, last, None).await?;
+        self.apply_from_log(conn, projection, batch, record, last, None)
+            .await?;
         Ok(())
     }
 
@@ -144,6 +147,7 @@ impl Streams {
     async fn apply_from_log(
         &self,
         conn: &mut PgConnection,
+        projection: &dyn Projection,
         batch: &mut Batch,
         record: &pb::EventRecord,
         mut last: i64,
@@ -164,7 +168,7 @@ impl Streams {
                 )));
             }
             for event in &response.events {
-                if let Err(error) = apply_one(conn, batch, event).await? {
+                if let Err(error) = apply_one(conn, projection, batch, event).await? {
                     dead_letter(conn, event, &error, 1).await?;
                     if let Some((tenant, stream, _)) = stream_key(event) {
                         batch.record_dead_letter((tenant, stream));
@@ -235,37 +239,24 @@ impl Streams {
     }
 }
 
-/// Decodes and applies one record: a page of one, in a savepoint, so that a failing event
-/// leaves the transaction usable (and can be dead-lettered). `Ok(Err(_))` is the event's
-/// fault; `Err(_)` is the database's.
+/// Applies one record: a page of one, in a savepoint, so that a failing event leaves the
+/// transaction usable (and can be dead-lettered). `Ok(Err(_))` is the event's fault; `Err(_)`
+/// is the database's.
 async fn apply_one(
     conn: &mut PgConnection,
+    projection: &dyn Projection,
     batch: &mut Batch,
     record: &pb::EventRecord,
-) -> Result<Result<Option<OrderChanged>, ProjectionError>, Transient> {
-    let event = match Event::try_from(record) {
-        Ok(event) => event,
-        Err(error) => return Ok(Err(error)),
-    };
-    let mut savepoint = conn.begin().await?;
-    match apply_page::apply(&mut savepoint, batch, std::slice::from_ref(&event)).await? {
-        Page::Applied(changes) => {
-            savepoint.commit().await?;
-            Ok(Ok(changes.into_iter().next()))
-        }
-        Page::Failed(error) => {
-            savepoint.rollback().await?;
-            Ok(Err(error))
-        }
-        Page::DoesNotFit => {
-            // The caller checked the version and the hold; only a race with an operator's
-            // catch-up gets here. Try again with the batch.
-            savepoint.rollback().await?;
-            Err(Transient::StreamMoved(format!(
-                "{} changed while its event at version {} was applied",
-                event.stream_id, event.stream_version
-            )))
-        }
+) -> Result<Result<Changes, ProjectionError>, Transient> {
+    match page::apply(conn, projection, batch, &[record]).await? {
+        Page::Applied(changes) => Ok(Ok(changes)),
+        Page::Failed(error) => Ok(Err(error)),
+        // The caller checked the version and the hold; only a race with an operator's
+        // catch-up gets here. Try again with the batch.
+        Page::DoesNotFit => Err(Transient::StreamMoved(format!(
+            "{} changed while its event at version {} was applied",
+            record.stream_id, record.stream_version
+        ))),
     }
 }
 
