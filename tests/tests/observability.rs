@@ -197,25 +197,40 @@ async fn metrics_count_what_happened() -> anyhow::Result<()> {
     )
     .await?;
 
-    // query-svc applied the 4 events exactly once, dead-lettered none, served one GetOrder.
+    // query-svc's read model applied the 4 events exactly once, dead-lettered none, served one
+    // GetOrder. (Projection series carry the projection's name.)
+    const READ_MODEL: &[(&str, &str)] = &[("projection", "read_model")];
     let query_svc = scrape_until(
         || stack.scrape_query_svc(),
         |text| {
-            metric_value(text, "pizzeria_projection_events_applied_total", &[]) >= 4.0
-                && text.contains("pizzeria_projection_lag_events 0")
+            metric_value(text, "pizzeria_projection_events_applied_total", READ_MODEL) >= 4.0
+                && metric_value(text, "pizzeria_projection_lag_events", READ_MODEL) == 0.0
+                && text.contains("pizzeria_projection_lag_events{projection=\"read_model\"} 0")
         },
     )
     .await?;
     assert_eq!(
-        metric_value(&query_svc, "pizzeria_projection_events_applied_total", &[]),
+        metric_value(
+            &query_svc,
+            "pizzeria_projection_events_applied_total",
+            READ_MODEL
+        ),
         4.0
     );
     assert_eq!(
-        metric_value(&query_svc, "pizzeria_projection_dead_letters_total", &[]),
+        metric_value(
+            &query_svc,
+            "pizzeria_projection_dead_letters_total",
+            READ_MODEL
+        ),
         0.0
     );
     assert_eq!(
-        metric_value(&query_svc, "pizzeria_projection_checkpoint_position", &[]),
+        metric_value(
+            &query_svc,
+            "pizzeria_projection_checkpoint_position",
+            READ_MODEL
+        ),
         last_position as f64
     );
     assert_eq!(
