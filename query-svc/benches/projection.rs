@@ -36,7 +36,8 @@ use query_svc::{
         },
     },
     runtime::{
-        consumer::{Delivery, apply_records},
+        consumer::apply_records,
+        run::Delivery,
         streams::Streams,
         watermark::{self, LogPoint},
     },

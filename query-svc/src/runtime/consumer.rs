@@ -22,13 +22,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Projection, generations, run,
+    Projection, generations,
+    run::{self, Delivery},
     streams::{Streams, Transient},
     watermark::LogPoint,
 };
 
-/// Deliveries of one event before it goes to the dead letters.
-pub const MAX_ATTEMPTS: i64 = 5;
 /// How long a message whose batch failed waits before redelivery.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -264,41 +263,6 @@ fn delivery(message: &jetstream::Message) -> Delivery {
         previous,
         attempts: message.info().map_or(1, |info| info.delivered),
         trace_parent: TraceParent::from_header(header(TRACEPARENT)),
-    }
-}
-
-/// One message to project.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// Its event; None for a message that is not one.
-    pub record: Option<pb::EventRecord>,
-    /// The event published just before it, as the relay says (`Es-Prev-Txid`/`Es-Prev-Pos`);
-    /// None if the message does not say, which makes the projector read the log to be sure.
-    pub previous: Option<LogPoint>,
-    /// How many times JetStream has delivered it.
-    pub attempts: i64,
-    /// The relay's publish span (the message's `traceparent` header), continued here.
-    pub trace_parent: Option<TraceParent>,
-}
-
-impl Delivery {
-    /// `records` as read from the log (ReadAll, in commit order) after `after`, each naming the
-    /// one before it, delivered for the last time (a failure dead-letters at once).
-    pub fn read_from_log(after: LogPoint, records: Vec<pb::EventRecord>) -> Vec<Self> {
-        let mut previous = after;
-        records
-            .into_iter()
-            .map(|record| {
-                let delivery = Self {
-                    previous: Some(previous),
-                    attempts: MAX_ATTEMPTS,
-                    trace_parent: None,
-                    record: Some(record),
-                };
-                previous = delivery.record.as_ref().map_or(previous, LogPoint::of);
-                delivery
-            })
-            .collect()
     }
 }
 

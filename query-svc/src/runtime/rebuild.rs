@@ -19,11 +19,10 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Projection,
-    consumer::Delivery,
-    generations,
+    Projection, generations,
     lag::LagProbe,
     run,
+    run::Delivery,
     streams::{Streams, Transient},
     watermark::LogPoint,
 };

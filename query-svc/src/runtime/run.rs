@@ -26,13 +26,49 @@ use tracing::Instrument as _;
 
 use super::{
     Changes, Projection,
-    consumer::{Delivery, MAX_ATTEMPTS},
     page::{self, Page},
     progress::{Batch, StreamKey},
     stream_key,
     streams::{Step, Streams, Transient},
     watermark::{self, LogPoint},
 };
+
+/// Deliveries of one event before it goes to the dead letters.
+pub const MAX_ATTEMPTS: i64 = 5;
+/// One message to project.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Its event; None for a message that is not one.
+    pub record: Option<pb::EventRecord>,
+    /// The event published just before it, as the relay says (`Es-Prev-Txid`/`Es-Prev-Pos`);
+    /// None if the message does not say, which makes the projector read the log to be sure.
+    pub previous: Option<LogPoint>,
+    /// How many times JetStream has delivered it.
+    pub attempts: i64,
+    /// The relay's publish span (the message's `traceparent` header), continued here.
+    pub trace_parent: Option<TraceParent>,
+}
+
+impl Delivery {
+    /// `records` as read from the log (ReadAll, in commit order) after `after`, each naming the
+    /// one before it, delivered for the last time (a failure dead-letters at once).
+    pub fn read_from_log(after: LogPoint, records: Vec<pb::EventRecord>) -> Vec<Self> {
+        let mut previous = after;
+        records
+            .into_iter()
+            .map(|record| {
+                let delivery = Self {
+                    previous: Some(previous),
+                    attempts: MAX_ATTEMPTS,
+                    trace_parent: None,
+                    record: Some(record),
+                };
+                previous = delivery.record.as_ref().map_or(previous, LogPoint::of);
+                delivery
+            })
+            .collect()
+    }
+}
 
 /// At most this many events are read from the log to fill the gaps of one batch; deliveries
 /// beyond are redelivered and find the watermark moved on.

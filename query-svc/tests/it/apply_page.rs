@@ -8,9 +8,10 @@ use query_svc::{
     projections::{order_timeline::OrderTimeline, read_model::ReadModel},
     runtime::{
         Projection,
-        consumer::{Delivery, apply_records},
+        consumer::apply_records,
         page::{self, Page},
         progress::Batch,
+        run::Delivery,
         streams::Streams,
         watermark::LogPoint,
     },

@@ -229,10 +229,7 @@ async fn a_poison_event_is_dead_lettered_and_other_orders_keep_flowing(pool: PgP
     })
     .await;
     assert!(error.contains("OrderConfirmed"), "{error}");
-    assert_eq!(
-        i64::from(attempts),
-        query_svc::runtime::consumer::MAX_ATTEMPTS
-    );
+    assert_eq!(i64::from(attempts), query_svc::runtime::run::MAX_ATTEMPTS);
     // The held order keeps its last good view.
     assert_eq!(stack.order_at(ORDER_A, 0).await.version, 1);
 }
