@@ -27,10 +27,7 @@ use crate::{
     grpc::{admin_service::AdminApi, query_service::QueryApi},
     projections,
     runtime::{
-        consumer::{Projector, ProjectorSettings},
-        host::Hosts,
-        lag::LagProbe,
-        rebuild::Rebuilder,
+        consumer::ProjectorSettings, host::Hosts, lag::LagProbe, rebuild::Rebuilder,
         streams::Streams,
     },
     store::MIGRATOR,
@@ -119,7 +116,7 @@ impl App {
             stream: self.config.nats_stream.clone(),
         };
         let (registry, read_model) = projections::registry();
-        let (hosts, projectors) = Hosts::start(
+        let (hosts, projector) = Hosts::start(
             &registry,
             &self.pool,
             &nats,
@@ -141,7 +138,7 @@ impl App {
             &MIGRATOR,
             readiness,
             stop.clone(),
-            Some(run_all(projectors, stop.clone())),
+            Some(projector.run(stop.clone())),
         );
 
         if let Some(metrics) = self.metrics {
@@ -210,16 +207,5 @@ impl App {
         // The rebuilder shares `stop`, so a running rebuild stops here too.
         projecting.stop(self.config.shutdown_drain_timeout).await;
         served
-    }
-}
-
-/// Runs every projector, each its own task, until `stop`.
-async fn run_all(projectors: Vec<Projector>, stop: CancellationToken) {
-    let running: Vec<_> = projectors
-        .into_iter()
-        .map(|projector| tokio::spawn(projector.run(stop.clone())))
-        .collect();
-    for projector in running {
-        let _ = projector.await;
     }
 }

@@ -1,10 +1,12 @@
 //! Upcasters: read an older stored event shape as the current one.
 //!
 //! A stored event is never rewritten. When a shape changes, its schema version goes up and a step
-//! `(type, from_version) → from_version + 1` is added here; [`upcast`] chains the steps. Every read
-//! path goes through [`crate::events::DomainEvent::decode`], which calls this first.
+//! `(type, from_version) → from_version + 1` joins the [`Upcasters`] of its event family (each
+//! family passes its own table to [`crate::events::DomainEvent::decode`]'s declaration; the
+//! pizzeria's are in `events::upcasters`). [`Upcasters::upcast`] chains the steps. Every read
+//! path goes through `decode`, which calls it first.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Why an old payload could not be brought to the current version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,116 +27,61 @@ pub enum UpcastError {
     },
 }
 
-/// One step: the payload at `from_version` to the payload at `from_version + 1`.
-struct Step {
-    event_type: &'static str,
-    from_version: u32,
-    apply: fn(Value) -> Result<Value, String>,
+/// One step: the payload of `event_type` at `from_version` to the payload at
+/// `from_version + 1`, or why it cannot be read.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub event_type: &'static str,
+    pub from_version: u32,
+    pub apply: fn(Value) -> Result<Value, String>,
 }
 
-const STEPS: &[Step] = &[Step {
-    event_type: "OrderPlaced",
-    from_version: 1,
-    apply: order_placed_v1_to_v2,
-}];
+/// The upcasting steps of one event family.
+#[derive(Debug, Clone, Copy)]
+pub struct Upcasters {
+    steps: &'static [Step],
+}
 
-/// Brings `payload` of `event_type` from `version` up to `current`.
-pub fn upcast(
-    event_type: &str,
-    version: u32,
-    current: u32,
-    mut payload: Value,
-) -> Result<Value, UpcastError> {
-    if version == 0 || version > current {
-        return Err(UpcastError::UnknownVersion {
-            event_type: event_type.to_owned(),
-            version,
-            current,
-        });
+impl Upcasters {
+    /// A family whose shapes never changed.
+    pub const NONE: Self = Self { steps: &[] };
+
+    pub const fn new(steps: &'static [Step]) -> Self {
+        Self { steps }
     }
-    for from_version in version..current {
-        let step = STEPS
-            .iter()
-            .find(|s| s.event_type == event_type && s.from_version == from_version)
-            .ok_or_else(|| UpcastError::MissingStep {
+
+    /// Brings `payload` of `event_type` from `version` up to `current`.
+    pub fn upcast(
+        &self,
+        event_type: &str,
+        version: u32,
+        current: u32,
+        mut payload: Value,
+    ) -> Result<Value, UpcastError> {
+        if version == 0 || version > current {
+            return Err(UpcastError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+                current,
+            });
+        }
+        for from_version in version..current {
+            let step = self
+                .steps
+                .iter()
+                .find(|s| s.event_type == event_type && s.from_version == from_version)
+                .ok_or_else(|| UpcastError::MissingStep {
+                    event_type: event_type.to_owned(),
+                    version: from_version,
+                })?;
+            payload = (step.apply)(payload).map_err(|reason| UpcastError::Malformed {
                 event_type: event_type.to_owned(),
                 version: from_version,
+                reason,
             })?;
-        payload = (step.apply)(payload).map_err(|reason| UpcastError::Malformed {
-            event_type: event_type.to_owned(),
-            version: from_version,
-            reason,
-        })?;
+        }
+        Ok(payload)
     }
-    Ok(payload)
-}
-
-/// `OrderPlaced` v1 is what the Python prototype stored:
-/// `{order_id, customer_id, items: [{name, quantity, price: "12.99"}], total_amount: "25.98", placed_at}`.
-/// Prices were decimal strings (sometimes JSON numbers) and every pizza was one size.
-/// v2 keeps money in integer cents and records a size per line:
-/// `{order_id, customer_id, items: [{name, size, quantity, unit_price_cents}], subtotal_cents, placed_at}`.
-/// The prototype sold only medium pizzas, so old lines become `medium`.
-fn order_placed_v1_to_v2(payload: Value) -> Result<Value, String> {
-    let Value::Object(mut v1) = payload else {
-        return Err("payload is not an object".into());
-    };
-    let items = match v1.remove("items") {
-        Some(Value::Array(items)) => items,
-        _ => return Err("items is missing or not a list".into()),
-    };
-    let items = items
-        .into_iter()
-        .map(|item| {
-            let Value::Object(mut item) = item else {
-                return Err("an item is not an object".to_owned());
-            };
-            let price = item.remove("price").ok_or("an item has no price")?;
-            let mut line = Map::new();
-            line.insert("name".into(), item.remove("name").unwrap_or(Value::Null));
-            line.insert("size".into(), Value::from("medium"));
-            line.insert(
-                "quantity".into(),
-                item.remove("quantity").unwrap_or(Value::from(1)),
-            );
-            line.insert("unit_price_cents".into(), Value::from(cents(&price)?));
-            Ok(Value::Object(line))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = v1.remove("total_amount").ok_or("total_amount is missing")?;
-
-    let mut v2 = Map::new();
-    for key in ["order_id", "customer_id", "placed_at"] {
-        v2.insert(key.into(), v1.remove(key).unwrap_or(Value::Null));
-    }
-    v2.insert("items".into(), Value::Array(items));
-    v2.insert("subtotal_cents".into(), Value::from(cents(&total)?));
-    Ok(Value::Object(v2))
-}
-
-/// Parses a decimal amount (`"12.99"`, `"12.5"`, `12`, `12.5`) into exact cents without floating
-/// point. More than two decimals cannot be represented in cents and is refused, not rounded.
-fn cents(amount: &Value) -> Result<i64, String> {
-    let text = match amount {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Number(n) => n.to_string(),
-        other => return Err(format!("amount {other} is not a number")),
-    };
-    let bad = || format!("amount {text:?} is not a decimal with at most two places");
-    let (units, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    if units.is_empty()
-        || !units.bytes().all(|b| b.is_ascii_digit())
-        || fraction.len() > 2
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let units: i64 = units.parse().map_err(|_| bad())?;
-    let fraction: i64 = format!("{fraction:0<2}").parse().map_err(|_| bad())?;
-    units
-        .checked_mul(100)
-        .and_then(|c| c.checked_add(fraction))
-        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -142,105 +89,61 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::{DomainEvent, OrderEvent};
 
-    /// A row exactly as the prototype stored it (event_type `OrderPlaced`, schema_version 1).
-    const STORED_V1: &str = r#"{
-        "order_id": "0190b8f6-3f2e-7c2a-9d1e-5f6a7b8c9d0e",
-        "customer_id": "0190b8f6-0000-7000-8000-000000000001",
-        "items": [
-            {"name": "Margherita", "quantity": 2, "price": "12.99"},
-            {"name": "Quattro Formaggi", "quantity": 1, "price": 14.5}
-        ],
-        "total_amount": "40.48",
-        "placed_at": "2025-06-01T18:30:00Z"
-    }"#;
-
-    #[test]
-    fn order_placed_v1_row_decodes_as_v2() {
-        let stored: Value = serde_json::from_str(STORED_V1).unwrap();
-        let OrderEvent::Placed(placed) = OrderEvent::decode("OrderPlaced", 1, stored).unwrap()
-        else {
-            panic!("decoded to another event type");
-        };
-        assert_eq!(placed.subtotal.cents(), 4048);
-        let lines = placed.items.as_slice();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].name.as_str(), "Margherita");
-        assert_eq!(lines[0].unit_price.cents(), 1299);
-        assert_eq!(lines[0].quantity.get(), 2);
-        assert_eq!(lines[1].unit_price.cents(), 1450);
-        assert!(
-            lines
-                .iter()
-                .all(|l| l.size == crate::values::PizzaSize::Medium)
-        );
-        assert_eq!(placed.subtotal, placed.items.subtotal());
+    fn renamed(mut payload: Value) -> Result<Value, String> {
+        let name = payload
+            .as_object_mut()
+            .and_then(|o| o.remove("title"))
+            .ok_or("title is missing")?;
+        Ok(json!({ "name": name }))
     }
 
+    fn tagged(mut payload: Value) -> Result<Value, String> {
+        payload["tag"] = json!("v3");
+        Ok(payload)
+    }
+
+    const STEPS: Upcasters = Upcasters::new(&[
+        Step {
+            event_type: "Thing",
+            from_version: 2,
+            apply: tagged,
+        },
+        Step {
+            event_type: "Thing",
+            from_version: 1,
+            apply: renamed,
+        },
+    ]);
+
     #[test]
-    fn upcast_then_decode_equals_decode_of_the_current_shape() {
-        let v2 = upcast(
-            "OrderPlaced",
-            1,
-            2,
-            serde_json::from_str(STORED_V1).unwrap(),
-        )
-        .unwrap();
+    fn steps_chain_from_the_stored_version_to_the_current_one() {
+        let from_v1 = STEPS.upcast("Thing", 1, 3, json!({"title": "x"})).unwrap();
+        assert_eq!(from_v1, json!({"name": "x", "tag": "v3"}));
+        let from_v2 = STEPS.upcast("Thing", 2, 3, json!({"name": "x"})).unwrap();
+        assert_eq!(from_v2, from_v1);
         assert_eq!(
-            v2,
-            json!({
-                "order_id": "0190b8f6-3f2e-7c2a-9d1e-5f6a7b8c9d0e",
-                "customer_id": "0190b8f6-0000-7000-8000-000000000001",
-                "items": [
-                    {"name": "Margherita", "size": "medium", "quantity": 2, "unit_price_cents": 1299},
-                    {"name": "Quattro Formaggi", "size": "medium", "quantity": 1, "unit_price_cents": 1450}
-                ],
-                "subtotal_cents": 4048,
-                "placed_at": "2025-06-01T18:30:00Z"
-            })
-        );
-        let from_v1 =
-            OrderEvent::decode("OrderPlaced", 1, serde_json::from_str(STORED_V1).unwrap());
-        let from_v2 = OrderEvent::decode("OrderPlaced", 2, v2).unwrap();
-        assert_eq!(from_v1.unwrap(), from_v2);
-        // And the current shape round-trips through its own encoding.
-        let encoded = from_v2.encode();
-        assert_eq!(encoded.schema_version, 2);
-        assert_eq!(
-            OrderEvent::decode(encoded.event_type, 2, encoded.payload).unwrap(),
-            from_v2
+            STEPS.upcast("Thing", 3, 3, json!({"a": 1})).unwrap(),
+            json!({"a": 1})
         );
     }
 
     #[test]
-    fn amounts_parse_exactly_or_not_at_all() {
-        assert_eq!(cents(&json!("12.99")), Ok(1299));
-        assert_eq!(cents(&json!("12.5")), Ok(1250));
-        assert_eq!(cents(&json!("7")), Ok(700));
-        assert_eq!(cents(&json!(0.1)), Ok(10));
-        assert!(cents(&json!("12.999")).is_err());
-        assert!(cents(&json!("-3.00")).is_err());
-        assert!(cents(&json!("1e3")).is_err());
-        assert!(cents(&json!(null)).is_err());
-    }
-
-    #[test]
-    fn unknown_versions_and_malformed_payloads_are_errors_not_panics() {
+    fn unknown_versions_missing_steps_and_malformed_payloads_are_errors_not_panics() {
         assert!(matches!(
-            upcast("OrderPlaced", 3, 2, json!({})),
+            STEPS.upcast("Thing", 4, 3, json!({})),
             Err(UpcastError::UnknownVersion { .. })
         ));
         assert!(matches!(
-            upcast("OrderPlaced", 0, 2, json!({})),
+            STEPS.upcast("Thing", 0, 3, json!({})),
             Err(UpcastError::UnknownVersion { .. })
         ));
         assert!(matches!(
-            upcast("OrderConfirmed", 1, 2, json!({})),
+            Upcasters::NONE.upcast("Other", 1, 2, json!({})),
             Err(UpcastError::MissingStep { .. })
         ));
         assert!(matches!(
-            upcast("OrderPlaced", 1, 2, json!({"items": "none"})),
+            STEPS.upcast("Thing", 1, 3, json!({"name": "no title"})),
             Err(UpcastError::Malformed { .. })
         ));
     }

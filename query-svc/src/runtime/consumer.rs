@@ -1,11 +1,18 @@
-//! The projector of one projection: consumes the event stream with its own durable pull
-//! consumer and applies each batch in one read-database transaction, acknowledging only after
+//! The projector: consumes the event stream with one durable pull consumer and applies each
+//! batch to every hosted projection in one read-database transaction, acknowledging only after
 //! COMMIT.
 //!
-//! A batch is applied in commit order after the projection's watermark ([`super::run`]); per
-//! stream, versions are applied strictly in order ([`super::streams`]). An event a projection
-//! cannot apply is retried (redelivered) a few times, then dead-lettered; its stream is held
-//! while other streams keep flowing.
+//! Each projection applies the batch after its own watermark ([`super::run`]), in its own schema
+//! with its own bookkeeping; per stream, versions are applied strictly in order
+//! ([`super::streams`]). A message is acknowledged once every projection is done with it. An
+//! event a projection cannot apply is retried (redelivered) a few times, then dead-lettered in
+//! that projection; its stream is held there while other streams, and the other projections,
+//! keep flowing.
+//!
+//! Why one consumer and one transaction for all projections rather than one each: every
+//! projection sees every event (its watermark is over the whole log, so a token means the same
+//! everywhere), and a transaction per projection per batch would multiply the read side's
+//! commits (and fsyncs) by the number of projections for the same events.
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,28 +38,21 @@ use super::{
 /// How long a message whose batch failed waits before redelivery.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Projector settings, shared by the projectors of every projection.
+/// Projector settings.
 #[derive(Debug, Clone)]
 pub struct ProjectorSettings {
     pub stream: String,
     pub subject_prefix: String,
-    /// The durable consumers' names start with this: `<consumer>-<projection name>`.
+    /// The durable consumer, shared by replicas.
     pub consumer: String,
     pub batch_size: usize,
 }
 
-impl ProjectorSettings {
-    /// The durable consumer of `projection`.
-    pub fn consumer_of(&self, projection: &str) -> String {
-        format!("{}-{projection}", self.consumer)
-    }
-}
-
-/// What the rest of the service learns from a projection's projector.
+/// What the rest of the service learns from the projector about one projection.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// What each committed batch of this process brought under the watermark: read-your-writes
-    /// waiters wait on it.
+    /// What each committed batch of this process brought under the projection's watermark:
+    /// read-your-writes waiters wait on it.
     pub coverage: watch::Receiver<Coverage>,
     /// Whether the projector is attached to its consumer and applying events.
     pub consuming: watch::Receiver<bool>,
@@ -69,37 +69,44 @@ pub struct Coverage {
 
 #[derive(Debug)]
 pub struct Projector {
-    projection: Arc<dyn Projection>,
+    /// The projections, each with the sender its waiters watch.
+    projections: Vec<(Arc<dyn Projection>, watch::Sender<Coverage>)>,
     pool: PgPool,
     nats: async_nats::Client,
     streams: Streams,
     settings: ProjectorSettings,
-    coverage: watch::Sender<Coverage>,
     consuming: watch::Sender<bool>,
 }
 
 impl Projector {
+    /// The projector of `projections`, and each one's progress (in the same order).
     pub fn new(
-        projection: Arc<dyn Projection>,
+        projections: Vec<Arc<dyn Projection>>,
         pool: PgPool,
         nats: async_nats::Client,
         streams: Streams,
         settings: ProjectorSettings,
-    ) -> (Self, Progress) {
-        let (coverage, coverage_rx) = watch::channel(Coverage::default());
+    ) -> (Self, Vec<Progress>) {
         let (consuming, consuming_rx) = watch::channel(false);
-        let progress = Progress {
-            coverage: coverage_rx,
-            consuming: consuming_rx,
-        };
+        let mut progress = Vec::with_capacity(projections.len());
+        let projections = projections
+            .into_iter()
+            .map(|projection| {
+                let (coverage, coverage_rx) = watch::channel(Coverage::default());
+                progress.push(Progress {
+                    coverage: coverage_rx,
+                    consuming: consuming_rx.clone(),
+                });
+                (projection, coverage)
+            })
+            .collect();
         (
             Self {
-                projection,
+                projections,
                 pool,
                 nats,
                 streams,
                 settings,
-                coverage,
                 consuming,
             },
             progress,
@@ -124,12 +131,7 @@ impl Projector {
             match consumed {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(
-                        %error,
-                        projection = self.projection.name(),
-                        retry_in = ?backoff,
-                        "projector interrupted"
-                    );
+                    tracing::warn!(%error, retry_in = ?backoff, "projector interrupted");
                 }
             }
             tokio::select! {
@@ -139,7 +141,7 @@ impl Projector {
             // At most a second: once the fault heals, the projector is back within a second.
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        tracing::info!(projection = self.projection.name(), "projector stopped");
+        tracing::info!("projector stopped");
     }
 
     async fn consumer(
@@ -147,7 +149,7 @@ impl Projector {
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
         let jetstream = jetstream::new(self.nats.clone());
         let stream = jetstream.get_stream(&self.settings.stream).await?;
-        let name = self.settings.consumer_of(self.projection.name());
+        let name = &self.settings.consumer;
         let config = pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: format!("{}.>", self.settings.subject_prefix),
@@ -156,17 +158,13 @@ impl Projector {
             max_ack_pending: 10_000,
             ..Default::default()
         };
-        Ok(stream.get_or_create_consumer(&name, config).await?)
+        Ok(stream.get_or_create_consumer(name, config).await?)
     }
 
     async fn consume(&self, stop: &CancellationToken) -> Result<(), async_nats::Error> {
         let consumer = self.consumer().await?;
         let mut messages = consumer.messages().await?;
-        tracing::info!(
-            projection = self.projection.name(),
-            consumer = %self.settings.consumer_of(self.projection.name()),
-            "projector consuming"
-        );
+        tracing::info!(consumer = %self.settings.consumer, "projector consuming");
         self.consuming.send_replace(true);
         loop {
             let first = tokio::select! {
@@ -188,45 +186,39 @@ impl Projector {
         }
     }
 
-    /// Applies a batch in one transaction, then acks (or naks what must come again).
+    /// Applies a batch to every projection in one transaction, then acks (or naks what must
+    /// come again for any projection).
     async fn process(&self, batch: Vec<jetstream::Message>) {
         let deliveries: Vec<Delivery> = batch.iter().map(delivery).collect();
-        match apply_records(
-            &self.pool,
-            self.projection.as_ref(),
-            &self.streams,
-            &deliveries,
-        )
-        .await
-        {
-            Ok(outcome) => {
-                for (message, done) in batch.iter().zip(&outcome.done) {
-                    let ack = if *done {
+        let projections: Vec<&dyn Projection> =
+            self.projections.iter().map(|(p, _)| p.as_ref()).collect();
+        match apply_to_all(&self.pool, &projections, &self.streams, &deliveries).await {
+            Ok(outcomes) => {
+                for (index, message) in batch.iter().enumerate() {
+                    let done = outcomes.iter().all(|outcome| outcome.done[index]);
+                    let ack = if done {
                         message.ack().await
                     } else {
                         message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await
                     };
                     if let Err(error) = ack {
-                        // Redelivered after ack_wait and skipped as a duplicate: harmless.
+                        // Redelivered after ack_wait and found done: harmless.
                         tracing::debug!(%error, "ack failed");
                     }
                 }
-                let positions: Arc<[i64]> = outcome.covered.into();
-                self.coverage.send_modify(|coverage| {
-                    coverage.batches += 1;
-                    coverage.positions = positions;
-                });
-                if !outcome.changes.is_empty() {
-                    self.projection.committed(outcome.changes);
+                for ((projection, coverage), outcome) in self.projections.iter().zip(outcomes) {
+                    let positions: Arc<[i64]> = outcome.covered.into();
+                    coverage.send_modify(|coverage| {
+                        coverage.batches += 1;
+                        coverage.positions = positions;
+                    });
+                    if !outcome.changes.is_empty() {
+                        projection.committed(outcome.changes);
+                    }
                 }
             }
             Err(error) => {
-                tracing::warn!(
-                    %error,
-                    projection = self.projection.name(),
-                    events = batch.len(),
-                    "batch not applied; will be redelivered"
-                );
+                tracing::warn!(%error, events = batch.len(), "batch not applied; will be redelivered");
                 for message in &batch {
                     let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
                 }
@@ -266,24 +258,44 @@ fn delivery(message: &jetstream::Message) -> Delivery {
     }
 }
 
-/// Applies `deliveries` to the serving tables of `projection` in one transaction: its schema,
-/// serving and projector locks (one batch at a time across replicas,
-/// [`generations::enter_serving`]), the run after the watermark ([`run::apply_in_order`]), then
-/// COMMIT.
+/// Applies `deliveries` to the serving tables of every projection in one transaction: for
+/// each, its schema, serving and projector locks (one batch at a time across replicas,
+/// [`generations::enter_serving`], taken in the same order by every batch) and the run after
+/// its watermark ([`run::apply_in_order`]); then COMMIT. The outcomes are in the order given.
+pub async fn apply_to_all(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    streams: &Streams,
+    deliveries: &[Delivery],
+) -> Result<Vec<run::Outcome>, Transient> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(projections.len());
+    for projection in projections {
+        generations::enter_serving(&mut tx, projection.name()).await?;
+        outcomes.push(run::apply_in_order(&mut tx, *projection, streams, deliveries).await?);
+    }
+    tx.commit().await?;
+    for (projection, outcome) in projections.iter().zip(&outcomes) {
+        record_metrics(projection.name(), deliveries.len(), outcome);
+    }
+    Ok(outcomes)
+}
+
+/// [`apply_to_all`] for one projection.
 pub async fn apply_records(
     pool: &PgPool,
     projection: &dyn Projection,
     streams: &Streams,
     deliveries: &[Delivery],
 ) -> Result<run::Outcome, Transient> {
-    let mut tx = pool.begin().await?;
-    generations::enter_serving(&mut tx, projection.name()).await?;
-    let outcome = run::apply_in_order(&mut tx, projection, streams, deliveries).await?;
-    tx.commit().await?;
-    let name = projection.name();
+    let mut outcomes = apply_to_all(pool, &[projection], streams, deliveries).await?;
+    Ok(outcomes.remove(0))
+}
+
+fn record_metrics(name: &'static str, deliveries: usize, outcome: &run::Outcome) {
     tracing::debug!(
         projection = name,
-        deliveries = deliveries.len(),
+        deliveries,
         applied = outcome.applied,
         skipped = outcome.skipped,
         watermark = outcome.watermark.global_position,
@@ -296,8 +308,7 @@ pub async fn apply_records(
     metrics::counter!("pizzeria_projection_events_skipped_total", "projection" => name)
         .increment(outcome.skipped as u64);
     metrics::histogram!("pizzeria_projection_batch_size", "projection" => name)
-        .record(deliveries.len() as f64);
+        .record(deliveries as f64);
     metrics::gauge!("pizzeria_projection_checkpoint_position", "projection" => name)
         .set(outcome.watermark.global_position as f64);
-    Ok(outcome)
 }

@@ -1,6 +1,6 @@
-//! The projections a process hosts: each registered projection with its projector's progress
-//! and its durable consumer. Built once at start-up from the [`Registry`]; the admin rpcs,
-//! health and read-your-writes waiters look projections up here by name.
+//! The projections a process hosts: each registered projection with what the projector tells of
+//! it. Built once at start-up from the [`Registry`]; the admin rpcs, health and read-your-writes
+//! waiters look projections up here by name.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use super::{
 pub struct Hosted {
     pub projection: Arc<dyn Projection>,
     pub progress: Progress,
-    /// Its durable JetStream consumer.
+    /// The durable JetStream consumer that feeds it (and every other projection).
     pub consumer: String,
 }
 
@@ -28,37 +28,37 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    /// A projector per registered projection (to be run), and what the rest of the service
-    /// needs to know of them.
+    /// The projector of every registered projection (to be run), and what the rest of the
+    /// service needs to know of them.
     pub fn start(
         registry: &Registry,
         pool: &PgPool,
         nats: &async_nats::Client,
         streams: &Streams,
         settings: &ProjectorSettings,
-    ) -> (Self, Vec<Projector>) {
-        let mut hosted = Vec::new();
-        let mut projectors = Vec::new();
-        for projection in registry.iter() {
-            let (projector, progress) = Projector::new(
-                projection.clone(),
-                pool.clone(),
-                nats.clone(),
-                streams.clone(),
-                settings.clone(),
-            );
-            hosted.push(Hosted {
-                projection: projection.clone(),
+    ) -> (Self, Projector) {
+        let projections: Vec<_> = registry.iter().cloned().collect();
+        let (projector, progress) = Projector::new(
+            projections.clone(),
+            pool.clone(),
+            nats.clone(),
+            streams.clone(),
+            settings.clone(),
+        );
+        let hosted: Vec<Hosted> = projections
+            .into_iter()
+            .zip(progress)
+            .map(|(projection, progress)| Hosted {
+                projection,
                 progress,
-                consumer: settings.consumer_of(projection.name()),
-            });
-            projectors.push(projector);
-        }
+                consumer: settings.consumer.clone(),
+            })
+            .collect();
         (
             Self {
                 hosted: hosted.into(),
             },
-            projectors,
+            projector,
         )
     }
 

@@ -1,7 +1,7 @@
 //! The bookkeeping of a transaction that applies events: each touched stream's last applied
 //! version (`stream_progress`, read once and written once per batch), which streams wait behind
 //! a dead letter, and the events brought under the watermark (`applied_events`,
-//! `projector_state`; see `store::watermark`).
+//! `projector_state`; see `runtime::watermark`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -53,16 +53,23 @@ impl Batch {
     }
 
     /// Reads the last applied versions of `keys`, and which of them wait behind a dead
-    /// letter, in two queries.
+    /// letter, in one query.
     pub async fn prefetch(
         &mut self,
         conn: &mut PgConnection,
         keys: &[StreamKey],
     ) -> Result<(), sqlx::Error> {
+        let held = self.held.get_or_insert_with(HashSet::new);
+        if keys.is_empty() {
+            return Ok(());
+        }
         let (tenants, streams): (Vec<uuid::Uuid>, Vec<&str>) =
             keys.iter().map(|(t, s)| (*t, s.as_str())).unzip();
-        let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
-            "SELECT k.tenant_id, k.stream_id, coalesce(p.last_version, 0)
+        let rows: Vec<(uuid::Uuid, String, i64, bool)> = sqlx::query_as(
+            "SELECT k.tenant_id, k.stream_id, coalesce(p.last_version, 0),
+                    EXISTS (SELECT 1 FROM dead_letters d
+                            WHERE d.tenant_id = k.tenant_id AND d.stream_id = k.stream_id
+                              AND d.status = 'PENDING')
              FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, stream_id)
              LEFT JOIN stream_progress p USING (tenant_id, stream_id)",
         )
@@ -70,20 +77,12 @@ impl Batch {
         .bind(&streams)
         .fetch_all(&mut *conn)
         .await?;
-        for (tenant, stream, version) in rows {
+        for (tenant, stream, version, is_held) in rows {
+            if is_held {
+                held.insert((tenant, stream.clone()));
+            }
             self.last_versions.insert((tenant, stream), version);
         }
-        let held: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-            "SELECT DISTINCT d.tenant_id, d.stream_id
-             FROM dead_letters d JOIN unnest($1::uuid[], $2::text[]) AS k(tenant_id, stream_id)
-               USING (tenant_id, stream_id)
-             WHERE d.status = 'PENDING'",
-        )
-        .bind(&tenants)
-        .bind(&streams)
-        .fetch_all(&mut *conn)
-        .await?;
-        self.held.get_or_insert_with(HashSet::new).extend(held);
         Ok(())
     }
 
@@ -162,51 +161,50 @@ impl Batch {
         &self.positions
     }
 
-    /// Writes what was applied since the last flush.
+    /// Writes what was applied since the last flush, in one statement.
     pub async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        if !self.applied_versions.is_empty() {
-            let mut tenants = Vec::with_capacity(self.applied_versions.len());
-            let mut streams = Vec::with_capacity(self.applied_versions.len());
-            let mut versions = Vec::with_capacity(self.applied_versions.len());
-            for ((tenant, stream), version) in std::mem::take(&mut self.applied_versions) {
-                tenants.push(tenant);
-                streams.push(stream);
-                versions.push(version);
-            }
-            sqlx::query(
-                "INSERT INTO stream_progress (tenant_id, stream_id, last_version)
+        if self.applied_versions.is_empty()
+            && self.positions.is_empty()
+            && self.checkpoint.is_none()
+        {
+            return Ok(());
+        }
+        let mut tenants = Vec::with_capacity(self.applied_versions.len());
+        let mut streams = Vec::with_capacity(self.applied_versions.len());
+        let mut versions = Vec::with_capacity(self.applied_versions.len());
+        for ((tenant, stream), version) in std::mem::take(&mut self.applied_versions) {
+            tenants.push(tenant);
+            streams.push(stream);
+            versions.push(version);
+        }
+        let checkpoint = self.checkpoint.take();
+        sqlx::query(
+            "WITH progress AS (
+                 INSERT INTO stream_progress (tenant_id, stream_id, last_version)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])
-                 ON CONFLICT (tenant_id, stream_id) DO UPDATE SET last_version = EXCLUDED.last_version",
-            )
-            .bind(&tenants)
-            .bind(&streams)
-            .bind(&versions)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !self.positions.is_empty() {
-            sqlx::query(
-                "INSERT INTO applied_events (global_position)
-                 SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(std::mem::take(&mut self.positions))
-            .execute(&mut *conn)
-            .await?;
-        }
-        if let Some((position, transaction_id, recorded_at)) = self.checkpoint.take() {
-            sqlx::query(
-                "INSERT INTO projector_state (id, last_position, last_transaction_id, last_event_recorded_at)
-                 VALUES (1, $1, $2, $3)
+                 ON CONFLICT (tenant_id, stream_id) DO UPDATE SET last_version = EXCLUDED.last_version
+             ), applied AS (
+                 INSERT INTO applied_events (global_position)
+                 SELECT unnest($4::bigint[]) ON CONFLICT DO NOTHING
+             ), watermark AS (
+                 INSERT INTO projector_state (id, last_position, last_transaction_id,
+                                              last_event_recorded_at)
+                 SELECT 1, $5, $6, $7 WHERE $5::bigint IS NOT NULL
                  ON CONFLICT (id) DO UPDATE SET last_position = EXCLUDED.last_position,
                      last_transaction_id = EXCLUDED.last_transaction_id,
-                     last_event_recorded_at = EXCLUDED.last_event_recorded_at, updated_at = now()",
-            )
-            .bind(position)
-            .bind(transaction_id)
-            .bind(recorded_at)
-            .execute(&mut *conn)
-            .await?;
-        }
+                     last_event_recorded_at = EXCLUDED.last_event_recorded_at, updated_at = now()
+             )
+             SELECT 1",
+        )
+        .bind(&tenants)
+        .bind(&streams)
+        .bind(&versions)
+        .bind(std::mem::take(&mut self.positions))
+        .bind(checkpoint.map(|c| c.0))
+        .bind(checkpoint.map(|c| c.1))
+        .bind(checkpoint.map(|c| c.2))
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }

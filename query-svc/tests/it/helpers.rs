@@ -248,31 +248,26 @@ impl Stack {
         }
     }
 
-    /// Waits until every projection's consumer has nothing pending or unacknowledged.
+    /// Waits until the projector's consumer has nothing pending or unacknowledged.
     pub async fn drained(&self) {
         let client = async_nats::connect(&self.stream.nats_url).await.unwrap();
         let jetstream = async_nats::jetstream::new(client);
-        let (registry, _) = query_svc::projections::registry();
-        for projection in registry.iter() {
-            let consumer_name = format!("query-svc-projections-{}", projection.name());
-            eventually(|| {
-                let jetstream = jetstream.clone();
-                let stream = self.stream.name.clone();
-                let consumer_name = consumer_name.clone();
-                async move {
-                    let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
-                        .get_stream(&stream)
-                        .await
-                        .ok()?
-                        .get_consumer(&consumer_name)
-                        .await
-                        .ok()?;
-                    let info = consumer.info().await.ok()?;
-                    (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-                }
-            })
-            .await;
-        }
+        eventually(|| {
+            let jetstream = jetstream.clone();
+            let stream = self.stream.name.clone();
+            async move {
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+                    .get_stream(&stream)
+                    .await
+                    .ok()?
+                    .get_consumer("query-svc-projections")
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await;
     }
 
     /// A dump of every read table, to compare before and after.

@@ -8,7 +8,7 @@ use crate::values::{CustomerId, CustomerName, Email};
 
 domain_events! {
     /// Everything that can happen to a customer. Type names are stable forever.
-    pub enum CustomerEvent for "customer" {
+    pub enum CustomerEvent for "customer" upcast by (super::upcasters::CUSTOMER_UPCASTERS) {
         /// A new customer signed up.
         Registered(CustomerRegistered) = "CustomerRegistered" v 1,
         /// The customer's email address changed.

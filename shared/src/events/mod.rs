@@ -1,12 +1,13 @@
 //! Domain events: the contract between the write side and every reader of the log.
 //!
 //! Each event has a stable type name (the `event_type` column, never renamed) and a schema version.
-//! Changing a stored shape means a new version plus an upcaster in [`crate::upcasting`], never an
+//! Changing a stored shape means a new version plus an upcasting step in [`upcasters`], never an
 //! edit of the old shape. Every read path (aggregate load, snapshots rebuilt from events,
 //! projections, rebuilds) decodes through [`DomainEvent::decode`], so every path upcasts.
 
 mod customer;
 mod order;
+pub mod upcasters;
 
 pub use customer::*;
 pub use order::*;
@@ -69,7 +70,7 @@ pub trait DomainEvent: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
 macro_rules! domain_events {
     (
         $(#[$doc:meta])*
-        pub enum $enum:ident for $aggregate:literal {
+        pub enum $enum:ident for $aggregate:literal upcast by ($upcasters:expr) {
             $( $(#[$vdoc:meta])* $variant:ident($payload:ident) = $name:literal v $version:literal, )+
         }
     ) => {
@@ -115,7 +116,7 @@ macro_rules! domain_events {
                 match event_type {
                     $( $name => {
                         let payload =
-                            crate::upcasting::upcast(event_type, schema_version, $version, payload)?;
+                            $upcasters.upcast(event_type, schema_version, $version, payload)?;
                         serde_json::from_value(payload).map(Self::$variant).map_err(|source| {
                             crate::events::EventDecodeError::Payload {
                                 event_type: event_type.to_owned(),

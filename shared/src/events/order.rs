@@ -11,7 +11,7 @@ use crate::values::{
 
 domain_events! {
     /// Everything that can happen to an order. Type names are stable forever.
-    pub enum OrderEvent for "order" {
+    pub enum OrderEvent for "order" upcast by (super::upcasters::ORDER_UPCASTERS) {
         /// A customer placed an order; the subtotal was computed by the server.
         Placed(OrderPlaced) = "OrderPlaced" v 2,
         /// The kitchen accepted the order and promised a delivery time.
@@ -49,7 +49,7 @@ occurred_at! {
 }
 
 /// `OrderPlaced` schema v2. (v1, the prototype's shape with decimal-string prices and no sizes, is
-/// upcast by [`crate::upcasting`].)
+/// upcast by [`super::upcasters::ORDER_UPCASTERS`].)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     pub order_id: OrderId,
