@@ -14,15 +14,15 @@
 use std::hint::black_box;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use command_svc::domain::{
-    Aggregate, execute,
-    order::{Order, OrderCommand},
+use command_svc::{
+    domain::order::{Order, OrderCommand},
+    eventsourcing::{Aggregate, execute},
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use shared::{
+    events::upcasters::ORDER_UPCASTERS,
     events::{DiscountApplied, DomainEvent, EncodedEvent, OrderEvent},
-    upcasting::upcast,
     values::{
         CustomerId, DiscountCode, DriverName, ItemName, KitchenNotes, Money, OrderId, OrderLine,
         OrderLines, PaymentMethod, PaymentReference, PizzaSize, Quantity,
@@ -253,7 +253,11 @@ fn codec(c: &mut Criterion) {
     group.bench_function("upcast_order_placed_v1_to_v2", |b| {
         b.iter_batched(
             || v1.clone(),
-            |payload| upcast("OrderPlaced", 1, 2, payload).unwrap(),
+            |payload| {
+                ORDER_UPCASTERS
+                    .upcast("OrderPlaced", 1, 2, payload)
+                    .unwrap()
+            },
             BatchSize::SmallInput,
         )
     });

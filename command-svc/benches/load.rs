@@ -17,9 +17,12 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use command_svc::{
-    app::CommandHandler,
-    domain::{Aggregate, order::Order},
-    store::{Append, AppendOutcome, EventStore, MIGRATOR},
+    domain::order::Order,
+    eventsourcing::{
+        Aggregate,
+        handler::CommandHandler,
+        store::{Append, AppendOutcome, EventStore, MIGRATOR},
+    },
 };
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use e2e::TestDatabase;

@@ -17,11 +17,13 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::CommandHandler,
     config::Config,
+    eventsourcing::{
+        handler::CommandHandler,
+        relay::{EventStreamSettings, Relay, RelaySettings},
+        store::{EventStore, MIGRATOR},
+    },
     grpc::{command_service::CommandApi, event_log_service::EventLogApi},
-    relay::{EventStreamSettings, Relay, RelaySettings},
-    store::{EventStore, MIGRATOR},
 };
 
 /// The health services whose status follows the event store's.
@@ -153,7 +155,7 @@ impl App {
                 async move {
                     let problem = shared::health::database_problem(&pool).await;
                     if problem.is_none() && relay_enabled {
-                        crate::relay::sample_lag(&pool).await;
+                        crate::eventsourcing::relay::sample_lag(&pool).await;
                     }
                     problem
                 }

@@ -193,7 +193,7 @@ impl Rig {
     }
 }
 
-/// The services' `RUST_LOG`: `warn`, or `RIG_LOG` (e.g. `warn,command_svc::relay=debug` to
+/// The services' `RUST_LOG`: `warn`, or `RIG_LOG` (e.g. `warn,command_svc::eventsourcing::relay=debug` to
 /// follow the relay through a failing fault test).
 fn log_filter() -> String {
     std::env::var("RIG_LOG").unwrap_or_else(|_| "warn".to_owned())

@@ -7,7 +7,7 @@ use shared::{
     values::{CustomerId, CustomerName, Email},
 };
 
-use super::{Aggregate, DomainError};
+use crate::eventsourcing::{Aggregate, DomainError};
 
 /// What `decide` needs to know about a customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

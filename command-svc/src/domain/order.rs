@@ -21,7 +21,7 @@ use shared::{
     },
 };
 
-use super::{Aggregate, DomainError};
+use crate::eventsourcing::{Aggregate, DomainError};
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -396,7 +396,7 @@ pub(crate) mod tests {
 
     fn given(commands: &[OrderCommand]) -> Order {
         commands.iter().fold(Order::default(), |state, command| {
-            super::super::execute(state, command)
+            crate::eventsourcing::execute(state, command)
                 .unwrap_or_else(|e| panic!("given {command:?} was refused: {e}"))
                 .0
         })

@@ -17,8 +17,11 @@ use super::{
     status::invalid,
 };
 use crate::{
-    app::{AppError, CommandContext, CommandHandler},
-    domain::{Aggregate, customer::Customer, order::Order},
+    domain::{customer::Customer, order::Order},
+    eventsourcing::{
+        Aggregate,
+        handler::{AppError, CommandContext, CommandHandler},
+    },
 };
 
 /// Serves CommandService over a [`CommandHandler`].

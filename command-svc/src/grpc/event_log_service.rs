@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{convert::FieldViolation, status::invalid};
-use crate::store::{EventStore, LogCursor, StoredEvent, Xid8};
+use crate::eventsourcing::store::{EventStore, LogCursor, StoredEvent, Xid8};
 
 const DEFAULT_MAX_COUNT: u32 = 1_000;
 const MAX_COUNT: u32 = 10_000;
@@ -99,7 +99,7 @@ impl EventLogService for EventLogApi {
             .store
             .read_stream(tenant, &stream, request.from_version.max(1), limit)
             .await
-            .map_err(crate::app::AppError::from)?;
+            .map_err(crate::eventsourcing::handler::AppError::from)?;
         let last = events
             .last()
             .map_or(0, |e| u64::try_from(e.stream_version).unwrap_or(0));
@@ -147,7 +147,9 @@ impl EventLogService for EventLogApi {
                     Ok(page) => page,
                     Err(error) => {
                         let _ = sender
-                            .send(Err(crate::app::AppError::from(error).into()))
+                            .send(Err(
+                                crate::eventsourcing::handler::AppError::from(error).into()
+                            ))
                             .await;
                         return;
                     }

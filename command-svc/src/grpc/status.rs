@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::app::AppError;
+use crate::eventsourcing::handler::AppError;
 
 impl From<AppError> for Status {
     fn from(error: AppError) -> Self {

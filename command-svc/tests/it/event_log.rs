@@ -1,7 +1,7 @@
 //! The commit-order read behind the relay and ReadAll: a late commit with a lower position is
 //! never skipped, and a rolled-back append leaves no stall.
 
-use command_svc::store::{EventStore, LogCursor};
+use command_svc::eventsourcing::store::{EventStore, LogCursor};
 use sqlx::PgPool;
 
 use crate::helpers::{begin_slow_append, placed_order, spawn};
@@ -18,7 +18,10 @@ async fn positions(store: &EventStore, after: LogCursor) -> Vec<i64> {
 
 /// Reads until `count` events are visible. The horizon is the oldest transaction in the whole
 /// cluster, and other tests' transactions run on the same server, so visibility can lag a little.
-async fn wait_for(store: &EventStore, count: usize) -> Vec<command_svc::store::StoredEvent> {
+async fn wait_for(
+    store: &EventStore,
+    count: usize,
+) -> Vec<command_svc::eventsourcing::store::StoredEvent> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let all = store.read_all(LogCursor::default(), 0, 1000).await.unwrap();

@@ -5,12 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use command_svc::{
-    app::{CommandContext, CommandHandler},
-    domain::{
+    domain::customer::{Customer, CustomerCommand},
+    eventsourcing::{
         Aggregate,
-        customer::{Customer, CustomerCommand},
+        handler::{CommandContext, CommandHandler},
+        store::{Append, EventStore},
     },
-    store::{Append, EventStore},
 };
 use shared::{
     envelope::{EventMetadata, stream_id},

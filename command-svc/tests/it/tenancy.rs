@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use command_svc::{
-    app::{CommandContext, CommandHandler},
     domain::customer::{Customer, CustomerCommand},
-    store::EventStore,
+    eventsourcing::{
+        handler::{CommandContext, CommandHandler},
+        store::EventStore,
+    },
 };
 use shared::{
     connect::begin_as_tenant,

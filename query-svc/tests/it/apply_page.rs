@@ -174,7 +174,7 @@ async fn a_varied_day(stack: &mut Stack) {
 /// The whole log, in commit order. ReadAll stops before the oldest transaction still open
 /// anywhere on the server (another test's, say), so this waits until it returns every event.
 async fn the_records(stack: &Stack) -> Vec<pb::EventRecord> {
-    let store = command_svc::store::EventStore::new(stack.write_pool.clone());
+    let store = command_svc::eventsourcing::store::EventStore::new(stack.write_pool.clone());
     let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&stack.write_pool)
         .await
@@ -182,13 +182,17 @@ async fn the_records(stack: &Stack) -> Vec<pb::EventRecord> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let events = store
-            .read_all(command_svc::store::LogCursor::default(), 0, 10_000)
+            .read_all(
+                command_svc::eventsourcing::store::LogCursor::default(),
+                0,
+                10_000,
+            )
             .await
             .unwrap();
         if events.len() as i64 == committed {
             return events
                 .into_iter()
-                .map(command_svc::store::StoredEvent::into_record)
+                .map(command_svc::eventsourcing::store::StoredEvent::into_record)
                 .collect();
         }
         assert!(

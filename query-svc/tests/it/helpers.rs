@@ -63,7 +63,10 @@ pub async fn start(read_pool: PgPool, relay: bool) -> Stack {
     let stream = TestStream::new();
     let write_db = TestDatabase::create().await.unwrap();
     let write_pool = PgPool::connect(&write_db.url).await.unwrap();
-    command_svc::store::MIGRATOR.run(&write_pool).await.unwrap();
+    command_svc::eventsourcing::store::MIGRATOR
+        .run(&write_pool)
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
 
     let mut args: Vec<String> = [
@@ -213,7 +216,7 @@ impl Stack {
     }
 
     async fn publish_with(&self, positions: &[i64], headers: bool) {
-        let store = command_svc::store::EventStore::new(self.write_pool.clone());
+        let store = command_svc::eventsourcing::store::EventStore::new(self.write_pool.clone());
         let mut all = wait_for_events(&store, positions.iter().copied().max().unwrap_or(0)).await;
         all.sort_by_key(|e| e.cursor());
         let client = async_nats::connect(&self.stream.nats_url).await.unwrap();
@@ -225,7 +228,9 @@ impl Stack {
                 .expect("event exists");
             let previous = at
                 .checked_sub(1)
-                .map_or_else(command_svc::store::LogCursor::default, |p| all[p].cursor());
+                .map_or_else(command_svc::eventsourcing::store::LogCursor::default, |p| {
+                    all[p].cursor()
+                });
             let event = all[at].clone();
             let subject = shared::envelope::event_subject(
                 &self.stream.subject_prefix,
@@ -234,7 +239,7 @@ impl Stack {
                 event.aggregate_id,
             );
             let map = if headers {
-                command_svc::relay::event_headers(&event, previous)
+                command_svc::eventsourcing::relay::event_headers(&event, previous)
             } else {
                 async_nats::HeaderMap::new()
             };
@@ -277,13 +282,17 @@ impl Stack {
 }
 
 async fn wait_for_events(
-    store: &command_svc::store::EventStore,
+    store: &command_svc::eventsourcing::store::EventStore,
     max_position: i64,
-) -> Vec<command_svc::store::StoredEvent> {
+) -> Vec<command_svc::eventsourcing::store::StoredEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let all = store
-            .read_all(command_svc::store::LogCursor::default(), 0, 10_000)
+            .read_all(
+                command_svc::eventsourcing::store::LogCursor::default(),
+                0,
+                10_000,
+            )
             .await
             .unwrap();
         if all.iter().any(|e| e.global_position >= max_position)

@@ -194,7 +194,9 @@ async fn raw_command_sql(
     duration: Duration,
 ) -> anyhow::Result<Vec<RunReport>> {
     let pool = sqlx::PgPool::connect(url).await?;
-    command_svc::store::MIGRATOR.run(&pool).await?;
+    command_svc::eventsourcing::store::MIGRATOR
+        .run(&pool)
+        .await?;
     pool.close().await;
     let streams = 20_000;
     pgbench::seed_streams(url, tenant, streams).await?;

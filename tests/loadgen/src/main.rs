@@ -251,7 +251,10 @@ mod tests {
     async fn pgbench_runs_the_raw_command_sql_and_every_transaction_is_logged() {
         let database = TestDatabase::create().await.unwrap();
         let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-        command_svc::store::MIGRATOR.run(&pool).await.unwrap();
+        command_svc::eventsourcing::store::MIGRATOR
+            .run(&pool)
+            .await
+            .unwrap();
         let tenant = uuid::Uuid::now_v7().to_string();
         pgbench::seed_streams(&database.url, &tenant, 50)
             .await

@@ -14,8 +14,8 @@ use shared::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{
-    domain::{Aggregate, DomainError},
+use super::{
+    aggregate::{Aggregate, DomainError},
     store::{
         Append, AppendOutcome, Appended, CommandRecord, EventStore, ProcessedCommand, Session,
         StoreError,

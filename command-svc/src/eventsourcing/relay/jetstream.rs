@@ -20,7 +20,7 @@ use shared::{
 use tracing::Instrument as _;
 
 use super::RelayError;
-use crate::store::{LogCursor, StoredEvent, Xid8};
+use crate::eventsourcing::store::{LogCursor, StoredEvent, Xid8};
 
 /// Where events go.
 #[derive(Debug, Clone)]

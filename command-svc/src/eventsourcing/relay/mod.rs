@@ -25,7 +25,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{LogCursor, StoreError, Xid8, read_all_on};
+use crate::eventsourcing::store::{LogCursor, StoreError, Xid8, read_all_on};
 
 use jetstream::Publisher;
 pub use jetstream::{EventStreamSettings, event_headers};
