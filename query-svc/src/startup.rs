@@ -33,6 +33,13 @@ use crate::{
     store::MIGRATOR,
 };
 
+/// The health services whose status follows the read side's.
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "pizzeria.v1.QueryService",
+    "pizzeria.v1.ProjectionAdminService",
+];
+
 /// A connected, migrated, bound query-svc.
 #[derive(Debug)]
 pub struct App {
@@ -148,6 +155,7 @@ impl App {
         }
         let (health, routes) = shared::grpc::base_routes().await?;
         let monitor = HealthMonitor {
+            services: HEALTH_SERVICES,
             pool: self.pool.clone(),
             nats,
             lag: lag.clone(),

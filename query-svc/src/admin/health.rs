@@ -12,15 +12,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::runtime::{host::Hosts, lag::LagProbe};
 
-/// The services whose status is reported: the whole server ("") and each gRPC service.
-const SERVICES: &[&str] = &[
-    "",
-    "pizzeria.v1.QueryService",
-    "pizzeria.v1.ProjectionAdminService",
-];
-
 #[derive(Debug, Clone)]
 pub struct HealthMonitor {
+    /// The services whose status is reported: the whole server ("") and each gRPC service.
+    pub services: &'static [&'static str],
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub lag: LagProbe,
@@ -90,6 +85,6 @@ impl HealthMonitor {
     /// Reports NOT_SERVING until the first check passes, then follows every check until `stop`.
     pub async fn run(self, reporter: HealthReporter, stop: CancellationToken) {
         let ready = self.ready.clone();
-        shared::health::follow(reporter, SERVICES, stop, ready, || self.problem()).await;
+        shared::health::follow(reporter, self.services, stop, ready, || self.problem()).await;
     }
 }
