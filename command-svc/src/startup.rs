@@ -7,13 +7,9 @@ use anyhow::Context;
 use shared::proto::v1::{
     command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
 };
-use shared::{
-    admission::{AdmissionLayer, Readiness},
-    connect::Background,
-    metrics::MetricsServer,
-};
+use shared::{connect::Background, service::Bound};
 use sqlx::PgPool;
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -40,13 +36,10 @@ pub const RELAY_HEALTH: &str = "relay";
 /// A bound command-svc.
 #[derive(Debug)]
 pub struct App {
-    listener: TcpListener,
+    bound: Bound,
     config: Config,
     pool: PgPool,
-    admission: AdmissionLayer,
-    readiness: Readiness,
     appended: Arc<Notify>,
-    metrics: Option<MetricsServer>,
 }
 
 impl App {
@@ -54,52 +47,34 @@ impl App {
     /// 0 picks a free port, as tests do). Postgres does not have to be up: the service starts
     /// NOT_SERVING and migrates and serves once it is.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = shared::connect::database(
-            &config.database_url,
-            config.database_max_connections,
-            config.database_acquire_timeout,
-        )
-        .context("invalid DATABASE_URL")?;
+        let pool = shared::service::database(&config.database_url, &config.common)?;
         Self::with_pool(config, pool).await
     }
 
     /// Binds with an existing pool (tests get one per test from `#[sqlx::test]`).
     pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-        let (admission, readiness) = AdmissionLayer::new(
-            config.max_in_flight_calls as usize,
-            config.auth.authentication()?,
-        );
-        let metrics = match config.metrics_addr.0 {
-            Some(addr) => Some(MetricsServer::bind(addr).await?),
-            None => None,
-        };
+        let bound = Bound::bind(config.grpc_addr, &config.metrics_addr, &config.common).await?;
         Ok(Self {
-            listener,
+            bound,
             config,
             pool,
-            admission,
-            readiness,
             appended: Arc::new(Notify::new()),
-            metrics,
         })
     }
 
     /// Turns true once the service has migrated its database and admits calls.
     pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.admission.ready()
+        self.bound.ready()
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.bound.local_addr()
     }
 
     /// Where `/metrics` is served, unless switched off.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
+        self.bound.metrics_addr()
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight calls and returns.
@@ -113,7 +88,7 @@ impl App {
         let stop = CancellationToken::new();
         let nats = if self.config.relay_enabled {
             Some(
-                shared::connect::nats(&self.config.nats_url, "command-svc relay")
+                shared::connect::nats(&self.config.common.nats_url, "command-svc relay")
                     .await
                     .context("invalid NATS_URL")?,
             )
@@ -124,7 +99,12 @@ impl App {
         let relay_nats = nats.clone();
         let relay = nats.map(|nats| self.relay(nats));
         let addr = self.local_addr()?;
-        let (admission, readiness) = (self.admission, self.readiness);
+        let Bound {
+            listener,
+            admission,
+            readiness,
+            metrics,
+        } = self.bound;
         let relaying = Background::start_once_migrated(
             "relay",
             self.pool.clone(),
@@ -134,7 +114,7 @@ impl App {
             relay.map(|relay| relay.run(stop.clone())),
         );
 
-        if let Some(metrics) = self.metrics {
+        if let Some(metrics) = metrics {
             let pool = self.pool.clone();
             let sample = Arc::new(move || shared::metrics::sample_pool(&pool, "event_store"));
             tokio::spawn(metrics.serve(sample, stop.clone()));
@@ -194,19 +174,21 @@ impl App {
             );
         tracing::info!(%addr, "command-svc listening");
         let served = shared::grpc::serve(
-            self.listener,
+            listener,
             routes,
             admission,
             health,
             shutdown,
-            self.config.shutdown_drain_timeout,
-            self.config.request_timeout,
+            self.config.common.shutdown_drain_timeout,
+            self.config.common.request_timeout,
         )
         .await
         .context("gRPC server failed");
         // Calls are drained, so no more commits come from this process: let the relay finish
         // its batch. What it leaves is published by the next relay to take the lock.
-        relaying.stop(self.config.shutdown_drain_timeout).await;
+        relaying
+            .stop(self.config.common.shutdown_drain_timeout)
+            .await;
         served
     }
 
@@ -215,8 +197,8 @@ impl App {
     fn relay(&self, nats: async_nats::Client) -> Relay {
         let settings = RelaySettings {
             stream: EventStreamSettings {
-                name: self.config.nats_stream.clone(),
-                subject_prefix: self.config.nats_subject_prefix.clone(),
+                name: self.config.common.nats_stream.clone(),
+                subject_prefix: self.config.common.nats_subject_prefix.clone(),
                 publish_timeout: self.config.relay_publish_timeout,
             },
             batch_size: self.config.relay_batch_size,

@@ -11,15 +11,10 @@ use shared::proto::v1::{
     query_service_server::QueryServiceServer,
 };
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use shared::{
-    admission::{AdmissionLayer, Readiness},
-    connect::Background,
-    metrics::MetricsServer,
-};
+use shared::{connect::Background, service::Bound};
 
 use crate::{
     admin::{Admin, health::HealthMonitor},
@@ -43,12 +38,9 @@ const HEALTH_SERVICES: &[&str] = &[
 /// A connected, migrated, bound query-svc.
 #[derive(Debug)]
 pub struct App {
-    listener: TcpListener,
+    bound: Bound,
     config: Config,
     pool: PgPool,
-    admission: AdmissionLayer,
-    readiness: Readiness,
-    metrics: Option<MetricsServer>,
 }
 
 impl App {
@@ -56,57 +48,39 @@ impl App {
     /// Neither Postgres nor NATS has to be up: the service starts NOT_SERVING and migrates,
     /// projects and serves once they are.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = shared::connect::database(
-            &config.database_url,
-            config.database_max_connections,
-            config.database_acquire_timeout,
-        )
-        .context("invalid DATABASE_URL")?;
+        let pool = shared::service::database(&config.database_url, &config.common)?;
         Self::with_pool(config, pool).await
     }
 
     /// Binds with an existing pool (tests get one per test from `#[sqlx::test]`).
     pub async fn with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-        let (admission, readiness) = AdmissionLayer::new(
-            config.max_in_flight_calls as usize,
-            config.auth.authentication()?,
-        );
-        let metrics = match config.metrics_addr.0 {
-            Some(addr) => Some(MetricsServer::bind(addr).await?),
-            None => None,
-        };
+        let bound = Bound::bind(config.grpc_addr, &config.metrics_addr, &config.common).await?;
         Ok(Self {
-            listener,
+            bound,
             config,
             pool,
-            admission,
-            readiness,
-            metrics,
         })
     }
 
     /// Where `/metrics` is served, unless switched off.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
+        self.bound.metrics_addr()
     }
 
     /// Turns true once the service has migrated its database and admits calls.
     pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.admission.ready()
+        self.bound.ready()
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.bound.local_addr()
     }
 
     /// Projects and serves until `shutdown` resolves, then drains calls, lets the projector
     /// finish its batch and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let nats = shared::connect::nats(&self.config.nats_url, "query-svc projector")
+        let nats = shared::connect::nats(&self.config.common.nats_url, "query-svc projector")
             .await
             .context("invalid NATS_URL")?;
         let command_svc = Channel::from_shared(self.config.command_svc_url.clone())
@@ -120,7 +94,7 @@ impl App {
         let streams = Streams::new(command_svc);
         let lag = LagProbe {
             jetstream: jetstream::new(nats.clone()),
-            stream: self.config.nats_stream.clone(),
+            stream: self.config.common.nats_stream.clone(),
         };
         let (registry, read_model) = projections::registry();
         let (hosts, projector) = Hosts::start(
@@ -129,15 +103,20 @@ impl App {
             &nats,
             &streams,
             &ProjectorSettings {
-                stream: self.config.nats_stream.clone(),
-                subject_prefix: self.config.nats_subject_prefix.clone(),
+                stream: self.config.common.nats_stream.clone(),
+                subject_prefix: self.config.common.nats_subject_prefix.clone(),
                 consumer: self.config.nats_consumer.clone(),
                 batch_size: self.config.projector_batch_size as usize,
             },
         );
         let stop = CancellationToken::new();
         let addr = self.local_addr()?;
-        let (admission, readiness) = (self.admission, self.readiness);
+        let Bound {
+            listener,
+            admission,
+            readiness,
+            metrics,
+        } = self.bound;
         // Migrate (waiting for the database as long as it takes), then admit calls and project.
         let projecting = Background::start_once_migrated(
             "projector",
@@ -148,7 +127,7 @@ impl App {
             Some(projector.run(stop.clone())),
         );
 
-        if let Some(metrics) = self.metrics {
+        if let Some(metrics) = metrics {
             let pool = self.pool.clone();
             let sample = Arc::new(move || shared::metrics::sample_pool(&pool, "read_models"));
             tokio::spawn(metrics.serve(sample, stop.clone()));
@@ -202,18 +181,20 @@ impl App {
         };
         tracing::info!(%addr, "query-svc listening");
         let served = shared::grpc::serve(
-            self.listener,
+            listener,
             routes,
             admission,
             health,
             shutdown,
-            self.config.shutdown_drain_timeout,
-            self.config.request_timeout,
+            self.config.common.shutdown_drain_timeout,
+            self.config.common.request_timeout,
         )
         .await
         .context("gRPC server failed");
         // The rebuilder shares `stop`, so a running rebuild stops here too.
-        projecting.stop(self.config.shutdown_drain_timeout).await;
+        projecting
+            .stop(self.config.common.shutdown_drain_timeout)
+            .await;
         served
     }
 }

@@ -1,6 +1,70 @@
-//! Parsers for configuration values both services accept.
+//! The settings every service takes ([`CommonConfig`], flattened into each service's `Config`
+//! with the same flags, environment variables and defaults), and parsers for configuration
+//! values both services accept.
 
 use std::time::Duration;
+
+use crate::telemetry::LogFormat;
+
+/// Settings every service takes, with the same names and defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonConfig {
+    /// Do not serve: ask the server at GRPC_ADDR for its health and exit 0 if SERVING, 1
+    /// otherwise (the container healthcheck).
+    #[arg(long)]
+    pub probe: bool,
+
+    /// Most database connections this process opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// How long a call waits for a free database connection before answering UNAVAILABLE.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Upper bound on any call's duration; a shorter client deadline (grpc-timeout) wins.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Most calls running at once in this process; one more is refused at once with
+    /// RESOURCE_EXHAUSTED (load shedding) rather than queued. Health checks are never refused.
+    #[arg(long, env = "MAX_IN_FLIGHT_CALLS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight_calls: u32,
+
+    /// On SIGTERM, how long in-flight calls may take to finish before the process exits.
+    #[arg(long, env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_drain_timeout: Duration,
+
+    /// NATS server with the event stream (may carry credentials, so it is never logged).
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+
+    /// JetStream stream of the published events (command-svc creates or updates it on start).
+    #[arg(long, env = "NATS_STREAM", default_value = "PIZZERIA_EVENTS", value_parser = parse_stream_name)]
+    pub nats_stream: String,
+
+    /// Events are published on `<prefix>.<tenant>.<aggregate_type>.<aggregate_id>`; the same
+    /// for both services.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "pizzeria.events", value_parser = parse_subject_prefix)]
+    pub nats_subject_prefix: String,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
+
+    /// Export spans over OTLP/gRPC to this collector (e.g. `http://otel-collector:4317`).
+    /// Unset: no export, and no OpenTelemetry code runs.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Log format: `json` (one object per line) or `pretty`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+}
 
 /// Parses `250ms`, `10s`, `5m` or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {

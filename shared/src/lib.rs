@@ -6,6 +6,7 @@
 //! - [`upcasting`]: reads older stored event shapes as the current ones.
 //! - [`envelope`]: what travels with an event (stream, version, position, metadata).
 //! - [`auth`] and [`admission`]: who may call, and which calls a server takes on.
+//! - [`config`] and [`service`]: the settings every service takes and what its `main` does.
 //! - [`telemetry`], [`trace_context`], [`metrics`], [`health`] and [`shutdown`]: process
 //!   plumbing shared by both binaries.
 
@@ -20,6 +21,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod proto;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;
