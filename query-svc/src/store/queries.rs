@@ -179,20 +179,8 @@ pub async fn customer(
     Ok(rows)
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TimelineRow {
-    pub version: i64,
-    pub global_position: i64,
-    pub event_type: String,
-    pub description: String,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    pub command_id: String,
-    pub correlation_id: String,
-    pub causation_id: String,
-    pub details: serde_json::Value,
-}
+/// The timeline's rows are the projection's own row type.
+pub use crate::projections::order_timeline::TimelineRow;
 
 pub async fn timeline(
     pool: &PgPool,
@@ -201,8 +189,8 @@ pub async fn timeline(
 ) -> Result<Vec<TimelineRow>, sqlx::Error> {
     let mut tx = begin_as_tenant(pool, tenant).await?;
     let rows = sqlx::query_as(
-        "SELECT version, global_position, event_type, description, occurred_at, recorded_at,
-                actor, command_id, correlation_id, causation_id, details
+        "SELECT tenant_id, order_id, version, global_position, event_type, description,
+                occurred_at, recorded_at, actor, command_id, correlation_id, causation_id, details
          FROM order_timeline.order_timeline WHERE tenant_id = $1 AND order_id = $2 ORDER BY version",
     )
     .bind(tenant)

@@ -16,8 +16,9 @@ use uuid::Uuid;
 use super::event::{Payload, decode_all};
 use crate::runtime::{Changes, Projection, ProjectionError};
 
-/// One `order_timeline` row: an order event, described, with its metadata.
-#[derive(Debug, Clone, PartialEq)]
+/// One `order_timeline` row: an order event, described, with its metadata (as written, and as
+/// GetOrderTimeline reads it).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TimelineRow {
     pub tenant_id: Uuid,
     pub order_id: Uuid,
