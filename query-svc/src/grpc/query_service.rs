@@ -1,6 +1,6 @@
 //! `pizzeria.v1.QueryService` over the read tables: each handler parses its request
-//! (`super::requests`), waits for the read-your-writes token, calls the query functions
-//! (`store::queries`) and builds the reply.
+//! (`super::requests`), waits for the read-your-writes token and answers with what the query
+//! function (`store::queries`) returns.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -25,14 +25,10 @@ use super::{
 use crate::{
     projections::{
         order_timeline::OrderTimeline,
-        read_model::{
-            ReadModel,
-            analytics::{average_order_value, confirmation_rate},
-            order_view::{OrderChanged, Status as OrderStatus, timestamp},
-        },
+        read_model::{ReadModel, order_view::OrderChanged},
     },
     runtime::{dead_letters, host::Hosts, watermark},
-    store::queries::{self, OrderFilter, OrderRow},
+    store::queries::{self, OrderFilter},
 };
 
 /// Serves queries; `max_consistency_wait` bounds how long a `min_position` read waits.
@@ -214,10 +210,6 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
     })
 }
 
-fn order_view(row: &OrderRow) -> pb::OrderView {
-    row.state.to_proto(&row.customer_name, &row.customer_email)
-}
-
 fn not_found_order(id: Uuid) -> Status {
     Status::not_found(format!("order {id} not found"))
 }
@@ -235,11 +227,11 @@ impl QueryService for QueryApi {
         let id = query.order_id;
         self.wait_for_order(&request, ReadModel::NAME, query.min_position, tenant, id)
             .await?;
-        let row = queries::order(&self.pool, tenant, id)
+        let view = queries::order(&self.pool, tenant, id)
             .await
             .map_err(db)?
             .ok_or_else(|| not_found_order(id))?;
-        Ok(Response::new(order_view(&row)))
+        Ok(Response::new(view))
     }
 
     async fn list_orders(
@@ -266,26 +258,7 @@ impl QueryService for QueryApi {
             .encode(),
             _ => String::new(),
         };
-        let orders = rows
-            .into_iter()
-            .map(|row| pb::OrderSummary {
-                order_id: row.order_id.to_string(),
-                customer_id: row.customer_id.to_string(),
-                customer_name: row.customer_name,
-                status: OrderStatus::parse(&row.status)
-                    .map_or(pb::OrderStatus::Unspecified, OrderStatus::to_proto)
-                    as i32,
-                payment_status: match row.payment_status.as_str() {
-                    "PAID" => pb::PaymentStatus::Paid,
-                    "REFUNDED" => pb::PaymentStatus::Refunded,
-                    _ => pb::PaymentStatus::Unpaid,
-                } as i32,
-                item_count: u32::try_from(row.item_count).unwrap_or(0),
-                total_cents: row.total_cents,
-                placed_at: Some(timestamp(row.placed_at)),
-                last_updated: Some(timestamp(row.last_updated)),
-            })
-            .collect();
+        let orders = rows.into_iter().map(pb::OrderSummary::from).collect();
         Ok(Response::new(pb::ListOrdersResponse {
             orders,
             next_page_token,
@@ -308,23 +281,11 @@ impl QueryService for QueryApi {
             id,
         )
         .await?;
-        let row = queries::customer(&self.pool, tenant, id)
+        let view = queries::customer(&self.pool, tenant, id)
             .await
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("customer {id} not found")))?;
-        Ok(Response::new(pb::CustomerView {
-            customer_id: row.customer_id.to_string(),
-            name: row.name,
-            email: row.email,
-            order_count: u32::try_from(row.order_count).unwrap_or(0),
-            cancelled_order_count: u32::try_from(row.cancelled_order_count).unwrap_or(0),
-            lifetime_spend_cents: row.lifetime_spend_cents,
-            last_order_id: row.last_order_id.map(|id| id.to_string()),
-            last_order_at: row.last_order_at.map(timestamp),
-            registered_at: row.registered_at.map(timestamp),
-            last_updated: Some(timestamp(row.last_updated)),
-            version: u64::try_from(row.version).unwrap_or(0),
-        }))
+        Ok(Response::new(view))
     }
 
     async fn get_order_timeline(
@@ -342,32 +303,11 @@ impl QueryService for QueryApi {
             id,
         )
         .await?;
-        let rows = queries::timeline(&self.pool, tenant, id)
+        let timeline = queries::timeline(&self.pool, tenant, id)
             .await
-            .map_err(db)?;
-        if rows.is_empty() {
-            return Err(not_found_order(id));
-        }
-        let entries = rows
-            .into_iter()
-            .map(|row| pb::TimelineEntry {
-                version: u64::try_from(row.version).unwrap_or(0),
-                global_position: u64::try_from(row.global_position).unwrap_or(0),
-                event_type: row.event_type,
-                description: row.description,
-                occurred_at: Some(timestamp(row.occurred_at)),
-                recorded_at: Some(timestamp(row.recorded_at)),
-                actor: row.actor,
-                command_id: row.command_id,
-                correlation_id: row.correlation_id,
-                causation_id: row.causation_id,
-                details_json: row.details.to_string(),
-            })
-            .collect();
-        Ok(Response::new(pb::OrderTimeline {
-            order_id: id.to_string(),
-            entries,
-        }))
+            .map_err(db)?
+            .ok_or_else(|| not_found_order(id))?;
+        Ok(Response::new(timeline))
     }
 
     async fn get_order_as_of(
@@ -379,11 +319,11 @@ impl QueryService for QueryApi {
         let (id, as_of) = (query.order_id, query.as_of);
         self.wait_for_order(&request, ReadModel::NAME, query.min_position, tenant, id)
             .await?;
-        let row = queries::order_as_of(&self.pool, tenant, id, as_of)
+        let view = queries::order_as_of(&self.pool, tenant, id, as_of)
             .await
             .map_err(db)?
             .ok_or_else(|| Status::not_found(format!("order {id} did not exist at that point")))?;
-        Ok(Response::new(order_view(&row)))
+        Ok(Response::new(view))
     }
 
     async fn get_sales_analytics(
@@ -395,72 +335,12 @@ impl QueryService for QueryApi {
         let (from, to, limit) = (query.from, query.to, query.top_items_limit);
         self.wait_for(&request, ReadModel::NAME, query.min_position)
             .await?;
-        let days = queries::daily_sales(&self.pool, tenant, from, to)
+        let mut analytics = queries::sales_analytics(&self.pool, tenant, from, to, limit)
             .await
             .map_err(db)?;
-        let items = queries::top_items(&self.pool, tenant, from, to, limit)
-            .await
-            .map_err(db)?;
-
-        let mut totals = queries::DayRow::default();
-        let mut daily = Vec::new();
-        let mut by_day = days.into_iter().peekable();
-        for day in from.iter_days().take_while(|d| *d <= to) {
-            let row = match by_day.peek() {
-                Some(row) if row.day == day => by_day.next().unwrap_or_default(),
-                _ => queries::DayRow {
-                    day,
-                    ..Default::default()
-                },
-            };
-            totals.orders += row.orders;
-            totals.confirmed += row.confirmed;
-            totals.cancelled += row.cancelled;
-            totals.delivered += row.delivered;
-            totals.gross_cents += row.gross_cents;
-            totals.discount_cents += row.discount_cents;
-            totals.paid_cents += row.paid_cents;
-            totals.refunded_cents += row.refunded_cents;
-            totals.items_sold += row.items_sold;
-            daily.push(pb::DailySales {
-                date: day.format("%Y-%m-%d").to_string(),
-                orders: u64::try_from(row.orders).unwrap_or(0),
-                confirmed: u64::try_from(row.confirmed).unwrap_or(0),
-                cancelled: u64::try_from(row.cancelled).unwrap_or(0),
-                gross_revenue_cents: row.gross_cents,
-                discount_cents: row.discount_cents,
-                net_revenue_cents: row.paid_cents - row.refunded_cents,
-            });
-        }
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(Response::new(pb::SalesAnalytics {
-            from_date: request.get_ref().from_date.clone(),
-            to_date: request.get_ref().to_date.clone(),
-            total_orders: count(totals.orders),
-            confirmed_orders: count(totals.confirmed),
-            cancelled_orders: count(totals.cancelled),
-            delivered_orders: count(totals.delivered),
-            confirmation_rate: confirmation_rate(totals.confirmed, totals.orders),
-            gross_revenue_cents: totals.gross_cents,
-            discount_cents: totals.discount_cents,
-            net_revenue_cents: totals.paid_cents - totals.refunded_cents,
-            refunded_cents: totals.refunded_cents,
-            average_order_value_cents: average_order_value(
-                totals.gross_cents,
-                totals.discount_cents,
-                totals.orders,
-            ),
-            total_items_sold: count(totals.items_sold),
-            top_items: items
-                .into_iter()
-                .map(|item| pb::ItemSales {
-                    name: item.name,
-                    quantity: count(item.quantity),
-                    revenue_cents: item.revenue_cents,
-                })
-                .collect(),
-            daily,
-        }))
+        analytics.from_date.clone_from(&request.get_ref().from_date);
+        analytics.to_date.clone_from(&request.get_ref().to_date);
+        Ok(Response::new(analytics))
     }
 
     type WatchOrdersStream = WatchStream;
@@ -499,12 +379,12 @@ impl QueryService for QueryApi {
                 if let Some(view) = queries::order(&self.pool, tenant, row.order_id)
                     .await
                     .map_err(db)?
-                    && u64::try_from(view.state.position).unwrap_or(0) > query.from_position
+                    && view.position > query.from_position
                 {
                     catch_up.push(pb::OrderChange {
                         event_type: String::new(),
-                        position: u64::try_from(view.state.position).unwrap_or(0),
-                        order: Some(order_view(&view)),
+                        position: view.position,
+                        order: Some(view),
                     });
                 }
             }

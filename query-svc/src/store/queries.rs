@@ -1,41 +1,38 @@
-//! Reads of the pizzeria's read tables, one function per question the API answers. Each
-//! tenant's read runs in a transaction acting for that tenant only (row-level security,
-//! migration 0003). Tables are named with their projection's schema (migration 0004).
+//! Reads of the pizzeria's read tables, one function per question the API answers, each
+//! returning the view QueryService sends (the handlers parse, wait for the token and delegate
+//! here). Each tenant's read runs in a transaction acting for that tenant only (row-level
+//! security, migration 0003). Tables are named with their projection's schema (migration 0004).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use shared::connect::{begin_as_tenant, end_read_only};
+use shared::{
+    connect::{begin_as_tenant, end_read_only},
+    proto::{timestamp, v1 as pb},
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::projections::read_model::order_view::OrderState;
-
-/// An order view with its customer's current name and email.
-#[derive(Debug, Clone)]
-pub struct OrderRow {
-    pub state: OrderState,
-    pub customer_name: String,
-    pub customer_email: String,
-}
+use crate::projections::read_model::{
+    analytics::{average_order_value, confirmation_rate},
+    order_view::{OrderState, Status as OrderStatus},
+};
 
 fn decode(state: serde_json::Value) -> Result<OrderState, sqlx::Error> {
     serde_json::from_value(state).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn order_row(
+/// The view of a stored order state with its customer's current name and email.
+fn order_view(
     (state, customer_name, customer_email): (serde_json::Value, String, String),
-) -> Result<OrderRow, sqlx::Error> {
-    Ok(OrderRow {
-        state: decode(state)?,
-        customer_name,
-        customer_email,
-    })
+) -> Result<pb::OrderView, sqlx::Error> {
+    Ok(decode(state)?.to_proto(&customer_name, &customer_email))
 }
 
+/// GetOrder.
 pub async fn order(
     pool: &PgPool,
     tenant: Uuid,
     order_id: Uuid,
-) -> Result<Option<OrderRow>, sqlx::Error> {
+) -> Result<Option<pb::OrderView>, sqlx::Error> {
     let mut tx = begin_as_tenant(pool, tenant).await?;
     let row: Option<(serde_json::Value, String, String)> = sqlx::query_as(
         "SELECT state, customer_name, customer_email FROM read_model.order_views
@@ -46,7 +43,7 @@ pub async fn order(
     .fetch_optional(&mut *tx)
     .await?;
     end_read_only(tx);
-    row.map(order_row).transpose()
+    row.map(order_view).transpose()
 }
 
 /// Which point of an order's past to show.
@@ -56,12 +53,13 @@ pub enum AsOf {
     Time(DateTime<Utc>),
 }
 
+/// GetOrderAsOf.
 pub async fn order_as_of(
     pool: &PgPool,
     tenant: Uuid,
     order_id: Uuid,
     as_of: AsOf,
-) -> Result<Option<OrderRow>, sqlx::Error> {
+) -> Result<Option<pb::OrderView>, sqlx::Error> {
     let mut tx = begin_as_tenant(pool, tenant).await?;
     let (version, at) = match as_of {
         AsOf::Version(version) => (Some(version), None),
@@ -82,7 +80,7 @@ pub async fn order_as_of(
     .fetch_optional(&mut *tx)
     .await?;
     end_read_only(tx);
-    row.map(order_row).transpose()
+    row.map(order_view).transpose()
 }
 
 /// Filters and position of a ListOrders page.
@@ -109,6 +107,30 @@ pub struct OrderSummaryRow {
     pub last_updated: DateTime<Utc>,
 }
 
+impl From<OrderSummaryRow> for pb::OrderSummary {
+    fn from(row: OrderSummaryRow) -> Self {
+        Self {
+            order_id: row.order_id.to_string(),
+            customer_id: row.customer_id.to_string(),
+            customer_name: row.customer_name,
+            status: OrderStatus::parse(&row.status)
+                .map_or(pb::OrderStatus::Unspecified, OrderStatus::to_proto)
+                as i32,
+            payment_status: match row.payment_status.as_str() {
+                "PAID" => pb::PaymentStatus::Paid,
+                "REFUNDED" => pb::PaymentStatus::Refunded,
+                _ => pb::PaymentStatus::Unpaid,
+            } as i32,
+            item_count: u32::try_from(row.item_count).unwrap_or(0),
+            total_cents: row.total_cents,
+            placed_at: Some(timestamp(row.placed_at)),
+            last_updated: Some(timestamp(row.last_updated)),
+        }
+    }
+}
+
+/// A ListOrders page: the rows, whose last one's (placed_at, order_id) is the next page's
+/// keyset; each becomes a `pb::OrderSummary`.
 pub async fn list_orders(
     pool: &PgPool,
     tenant: Uuid,
@@ -145,7 +167,7 @@ pub async fn list_orders(
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CustomerRow {
+struct CustomerRow {
     pub customer_id: Uuid,
     pub name: String,
     pub email: String,
@@ -159,14 +181,15 @@ pub struct CustomerRow {
     pub version: i64,
 }
 
-/// A registered customer (rows made only by order events, before registration, do not count).
+/// GetCustomer: a registered customer (rows made only by order events, before registration,
+/// do not count).
 pub async fn customer(
     pool: &PgPool,
     tenant: Uuid,
     customer_id: Uuid,
-) -> Result<Option<CustomerRow>, sqlx::Error> {
+) -> Result<Option<pb::CustomerView>, sqlx::Error> {
     let mut tx = begin_as_tenant(pool, tenant).await?;
-    let rows = sqlx::query_as(
+    let row: Option<CustomerRow> = sqlx::query_as(
         "SELECT customer_id, name, email, order_count, cancelled_order_count, lifetime_spend_cents,
                 last_order_id, last_order_at, registered_at, last_updated, version
          FROM read_model.customer_views WHERE tenant_id = $1 AND customer_id = $2 AND version > 0",
@@ -176,19 +199,32 @@ pub async fn customer(
     .fetch_optional(&mut *tx)
     .await?;
     end_read_only(tx);
-    Ok(rows)
+    Ok(row.map(|row| pb::CustomerView {
+        customer_id: row.customer_id.to_string(),
+        name: row.name,
+        email: row.email,
+        order_count: u32::try_from(row.order_count).unwrap_or(0),
+        cancelled_order_count: u32::try_from(row.cancelled_order_count).unwrap_or(0),
+        lifetime_spend_cents: row.lifetime_spend_cents,
+        last_order_id: row.last_order_id.map(|id| id.to_string()),
+        last_order_at: row.last_order_at.map(timestamp),
+        registered_at: row.registered_at.map(timestamp),
+        last_updated: Some(timestamp(row.last_updated)),
+        version: u64::try_from(row.version).unwrap_or(0),
+    }))
 }
 
 /// The timeline's rows are the projection's own row type.
 pub use crate::projections::order_timeline::TimelineRow;
 
+/// GetOrderTimeline: None for an order with no events (never placed, or another tenant's).
 pub async fn timeline(
     pool: &PgPool,
     tenant: Uuid,
     order_id: Uuid,
-) -> Result<Vec<TimelineRow>, sqlx::Error> {
+) -> Result<Option<pb::OrderTimeline>, sqlx::Error> {
     let mut tx = begin_as_tenant(pool, tenant).await?;
-    let rows = sqlx::query_as(
+    let rows: Vec<TimelineRow> = sqlx::query_as(
         "SELECT tenant_id, order_id, version, global_position, event_type, description,
                 occurred_at, recorded_at, actor, command_id, correlation_id, causation_id, details
          FROM order_timeline.order_timeline WHERE tenant_id = $1 AND order_id = $2 ORDER BY version",
@@ -198,11 +234,33 @@ pub async fn timeline(
     .fetch_all(&mut *tx)
     .await?;
     end_read_only(tx);
-    Ok(rows)
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let entries = rows
+        .into_iter()
+        .map(|row| pb::TimelineEntry {
+            version: u64::try_from(row.version).unwrap_or(0),
+            global_position: u64::try_from(row.global_position).unwrap_or(0),
+            event_type: row.event_type,
+            description: row.description,
+            occurred_at: Some(timestamp(row.occurred_at)),
+            recorded_at: Some(timestamp(row.recorded_at)),
+            actor: row.actor,
+            command_id: row.command_id,
+            correlation_id: row.correlation_id,
+            causation_id: row.causation_id,
+            details_json: row.details.to_string(),
+        })
+        .collect();
+    Ok(Some(pb::OrderTimeline {
+        order_id: order_id.to_string(),
+        entries,
+    }))
 }
 
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub struct DayRow {
+struct DayRow {
     pub day: NaiveDate,
     pub orders: i64,
     pub confirmed: i64,
@@ -215,7 +273,7 @@ pub struct DayRow {
     pub items_sold: i64,
 }
 
-pub async fn daily_sales(
+async fn daily_sales(
     pool: &PgPool,
     tenant: Uuid,
     from: NaiveDate,
@@ -237,13 +295,13 @@ pub async fn daily_sales(
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ItemRow {
+struct ItemRow {
     pub name: String,
     pub quantity: i64,
     pub revenue_cents: i64,
 }
 
-pub async fn top_items(
+async fn top_items(
     pool: &PgPool,
     tenant: Uuid,
     from: NaiveDate,
@@ -264,4 +322,77 @@ pub async fn top_items(
     .await?;
     end_read_only(tx);
     Ok(rows)
+}
+
+/// GetSalesAnalytics over the days `from` to `to` (UTC, inclusive): per-day figures (a day
+/// without orders reads as zeros), totals, and the `limit` best-selling pizzas.
+pub async fn sales_analytics(
+    pool: &PgPool,
+    tenant: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+    limit: u32,
+) -> Result<pb::SalesAnalytics, sqlx::Error> {
+    let days = daily_sales(pool, tenant, from, to).await?;
+    let items = top_items(pool, tenant, from, to, limit).await?;
+
+    let mut totals = DayRow::default();
+    let mut daily = Vec::new();
+    let mut by_day = days.into_iter().peekable();
+    for day in from.iter_days().take_while(|d| *d <= to) {
+        let row = match by_day.peek() {
+            Some(row) if row.day == day => by_day.next().unwrap_or_default(),
+            _ => DayRow {
+                day,
+                ..Default::default()
+            },
+        };
+        totals.orders += row.orders;
+        totals.confirmed += row.confirmed;
+        totals.cancelled += row.cancelled;
+        totals.delivered += row.delivered;
+        totals.gross_cents += row.gross_cents;
+        totals.discount_cents += row.discount_cents;
+        totals.paid_cents += row.paid_cents;
+        totals.refunded_cents += row.refunded_cents;
+        totals.items_sold += row.items_sold;
+        daily.push(pb::DailySales {
+            date: day.format("%Y-%m-%d").to_string(),
+            orders: u64::try_from(row.orders).unwrap_or(0),
+            confirmed: u64::try_from(row.confirmed).unwrap_or(0),
+            cancelled: u64::try_from(row.cancelled).unwrap_or(0),
+            gross_revenue_cents: row.gross_cents,
+            discount_cents: row.discount_cents,
+            net_revenue_cents: row.paid_cents - row.refunded_cents,
+        });
+    }
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(pb::SalesAnalytics {
+        from_date: from.format("%Y-%m-%d").to_string(),
+        to_date: to.format("%Y-%m-%d").to_string(),
+        total_orders: count(totals.orders),
+        confirmed_orders: count(totals.confirmed),
+        cancelled_orders: count(totals.cancelled),
+        delivered_orders: count(totals.delivered),
+        confirmation_rate: confirmation_rate(totals.confirmed, totals.orders),
+        gross_revenue_cents: totals.gross_cents,
+        discount_cents: totals.discount_cents,
+        net_revenue_cents: totals.paid_cents - totals.refunded_cents,
+        refunded_cents: totals.refunded_cents,
+        average_order_value_cents: average_order_value(
+            totals.gross_cents,
+            totals.discount_cents,
+            totals.orders,
+        ),
+        total_items_sold: count(totals.items_sold),
+        top_items: items
+            .into_iter()
+            .map(|item| pb::ItemSales {
+                name: item.name,
+                quantity: count(item.quantity),
+                revenue_cents: item.revenue_cents,
+            })
+            .collect(),
+        daily,
+    })
 }
