@@ -86,6 +86,22 @@ uuid_id!(
     CustomerId
 );
 uuid_id!(
+    /// Identifies a training plan; its stream is `training_plan-<id>`.
+    PlanId
+);
+uuid_id!(
+    /// The athlete a training plan is for.
+    AthleteId
+);
+uuid_id!(
+    /// Identifies a training block within its plan.
+    BlockId
+);
+uuid_id!(
+    /// Identifies a workout within its plan.
+    WorkoutId
+);
+uuid_id!(
     /// Identifies one stored event; the relay publishes it as `Es-Event-Id`.
     EventId
 );
@@ -245,6 +261,22 @@ bounded_text!(
 bounded_text!(
     /// The payment processor's reference for a payment; may be empty (cash).
     PaymentReference, 0, 64
+);
+bounded_text!(
+    /// A training plan's name, e.g. "Spring marathon".
+    PlanName, 1, 100
+);
+bounded_text!(
+    /// A training block's name, e.g. "Base".
+    BlockName, 1, 100
+);
+bounded_text!(
+    /// What a training block works on, e.g. "aerobic endurance"; may be empty.
+    BlockFocus, 0, 200
+);
+bounded_text!(
+    /// Why a workout was skipped.
+    SkipReason, 1, 500
 );
 
 /// An email address: trimmed, at most 254 characters, one `@` with a non-empty local part and a

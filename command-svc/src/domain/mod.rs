@@ -10,12 +10,14 @@
 
 pub mod customer;
 pub mod order;
+pub mod training_plan;
 
 /// The aggregate types of this service's streams, registered with the event log at start-up
 /// (EventLogService reads a stream of these types only).
 pub const AGGREGATE_TYPES: &[&str] = &[
     <order::Order as Aggregate>::TYPE,
     <customer::Customer as Aggregate>::TYPE,
+    <training_plan::TrainingPlan as Aggregate>::TYPE,
 ];
 
 #[cfg(test)]

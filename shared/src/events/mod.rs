@@ -7,10 +7,12 @@
 
 mod customer;
 mod order;
+mod training_plan;
 pub mod upcasters;
 
 pub use customer::*;
 pub use order::*;
+pub use training_plan::*;
 
 use chrono::{DateTime, Utc};
 

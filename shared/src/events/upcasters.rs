@@ -15,6 +15,9 @@ pub const ORDER_UPCASTERS: Upcasters = Upcasters::new(&[Step {
 /// Customer events have never changed shape.
 pub const CUSTOMER_UPCASTERS: Upcasters = Upcasters::NONE;
 
+/// Training plan events have never changed shape.
+pub const TRAINING_PLAN_UPCASTERS: Upcasters = Upcasters::NONE;
+
 /// `OrderPlaced` v1 is what the Python prototype stored:
 /// `{order_id, customer_id, items: [{name, quantity, price: "12.99"}], total_amount: "25.98", placed_at}`.
 /// Prices were decimal strings (sometimes JSON numbers) and every pizza was one size.
