@@ -95,6 +95,7 @@ impl App {
         let lag = LagProbe {
             jetstream: jetstream::new(nats.clone()),
             stream: self.config.common.nats_stream.clone(),
+            consumer: self.config.nats_consumer.clone(),
         };
         let (registry, read_model) = projections::registry();
         let (hosts, projector) = Hosts::start(

@@ -33,25 +33,24 @@ impl HealthMonitor {
     pub async fn problem(&self) -> Option<String> {
         let nats_connected =
             self.nats.connection_state() == async_nats::connection::State::Connected;
-        let mut lags = Vec::new();
+        // One consumer feeds every projection: one measurement is each one's lag.
+        let measured = if nats_connected {
+            tokio::time::timeout(CHECK_INTERVAL, self.lag.measure())
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|lag| lag.map_err(|error| error.to_string()))
+        } else {
+            Err("NATS unreachable".to_owned())
+        };
+        let (events, seconds, head) = match &measured {
+            Ok(lag) => (lag.events as f64, lag.seconds, lag.head_position as f64),
+            Err(_) => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        metrics::gauge!("pizzeria_log_head_position").set(head);
         for hosted in self.hosts.iter() {
             let name = hosted.projection.name();
-            let measured = if nats_connected {
-                tokio::time::timeout(CHECK_INTERVAL, self.lag.measure(&hosted.consumer))
-                    .await
-                    .map_err(|_| "timed out".to_owned())
-                    .and_then(|lag| lag.map_err(|error| error.to_string()))
-            } else {
-                Err("NATS unreachable".to_owned())
-            };
-            let (events, seconds, head) = match &measured {
-                Ok(lag) => (lag.events as f64, lag.seconds, lag.head_position as f64),
-                Err(_) => (f64::NAN, f64::NAN, f64::NAN),
-            };
             metrics::gauge!("pizzeria_projection_lag_events", "projection" => name).set(events);
             metrics::gauge!("pizzeria_projection_lag_seconds", "projection" => name).set(seconds);
-            metrics::gauge!("pizzeria_log_head_position").set(head);
-            lags.push((name, *hosted.progress.consuming.borrow(), measured));
         }
 
         if let Some(problem) = shared::health::database_problem(&self.pool).await {
@@ -60,24 +59,21 @@ impl HealthMonitor {
         if !nats_connected {
             return Some("NATS unreachable".into());
         }
-        for (name, consuming, measured) in lags {
-            if !consuming {
-                return Some(format!("projector of {name} not consuming"));
+        if let Some(hosted) = self.hosts.iter().find(|h| !*h.progress.consuming.borrow()) {
+            return Some(format!(
+                "projector of {} not consuming",
+                hosted.projection.name()
+            ));
+        }
+        match measured {
+            Ok(lag) if lag.seconds > self.max_lag.as_secs_f64() => {
+                return Some(format!(
+                    "projection lag {:.1}s exceeds {:?} ({} events behind)",
+                    lag.seconds, self.max_lag, lag.events
+                ));
             }
-            match measured {
-                Ok(lag) if lag.seconds > self.max_lag.as_secs_f64() => {
-                    return Some(format!(
-                        "projection {name} lag {:.1}s exceeds {:?} ({} events behind)",
-                        lag.seconds, self.max_lag, lag.events
-                    ));
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    return Some(format!(
-                        "cannot measure the lag of projection {name}: {error}"
-                    ));
-                }
-            }
+            Ok(_) => {}
+            Err(error) => return Some(format!("cannot measure projection lag: {error}")),
         }
         None
     }

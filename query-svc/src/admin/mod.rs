@@ -17,6 +17,7 @@ use crate::runtime::{
     rebuild::{RebuildError, RebuildStarted, Rebuilder},
     stream_key,
     streams::{Streams, Transient},
+    watermark,
 };
 
 /// Why an operation did not happen.
@@ -158,6 +159,12 @@ impl Admin {
     /// either.
     pub async fn projections(&self) -> Result<Vec<ProjectionStatus>, AdminError> {
         let rows = generations::projections(&self.pool).await?;
+        // One consumer feeds every projection: one measurement is each one's lag.
+        let measured = self.lag.measure().await;
+        if let Err(error) = &measured {
+            tracing::warn!(%error, "cannot measure projection lag");
+        }
+        let lag = measured.as_ref().copied().unwrap_or_default();
         let mut statuses = Vec::with_capacity(rows.len());
         for row in rows {
             // A row of a projection this version does not host (a rollback) is not listed.
@@ -165,19 +172,10 @@ impl Admin {
                 continue;
             };
             let name = hosted.projection.name();
-            let checkpoint: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT last_position FROM {name}.projector_state WHERE id = 1"
-            )))
-            .fetch_optional(&self.pool)
-            .await?;
+            let checkpoint = watermark::position(&self.pool, name).await?;
             let dead_letters = dead_letters::count_pending(&self.pool, name).await?;
             let rebuilding = generations::rebuild_running(&self.pool, name).await?;
-            let measured = self.lag.measure(&hosted.consumer).await;
-            if let Err(error) = &measured {
-                tracing::warn!(%error, projection = name, "cannot measure projection lag");
-            }
             let consuming = *hosted.progress.consuming.borrow() && measured.is_ok();
-            let lag = measured.unwrap_or_default();
             let state = if !consuming {
                 State::Stopped
             } else if dead_letters > 0 {
@@ -190,7 +188,7 @@ impl Admin {
             statuses.push(ProjectionStatus {
                 row,
                 state,
-                checkpoint_position: checkpoint.unwrap_or(0),
+                checkpoint_position: checkpoint,
                 lag,
                 dead_letters,
                 rebuilding,

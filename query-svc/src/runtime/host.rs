@@ -17,8 +17,6 @@ use super::{
 pub struct Hosted {
     pub projection: Arc<dyn Projection>,
     pub progress: Progress,
-    /// The durable JetStream consumer that feeds it (and every other projection).
-    pub consumer: String,
 }
 
 /// Every hosted projection, in the order registered.
@@ -51,7 +49,6 @@ impl Hosts {
             .map(|(projection, progress)| Hosted {
                 projection,
                 progress,
-                consumer: settings.consumer.clone(),
             })
             .collect();
         (

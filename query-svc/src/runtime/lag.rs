@@ -18,11 +18,13 @@ pub struct Lag {
     pub seconds: f64,
 }
 
-/// Where to look: the stream the projectors consume.
+/// Where to look: the stream and the durable consumer that feeds every projection (so one
+/// measurement is every projection's lag).
 #[derive(Debug, Clone)]
 pub struct LagProbe {
     pub jetstream: jetstream::Context,
     pub stream: String,
+    pub consumer: String,
 }
 
 impl LagProbe {
@@ -40,15 +42,15 @@ impl LagProbe {
             .map_or(0, |position| i64::try_from(position).unwrap_or(i64::MAX))
     }
 
-    /// The lag of the durable consumer `consumer`.
-    pub async fn measure(&self, consumer: &str) -> Result<Lag, async_nats::Error> {
+    /// The lag of the durable consumer.
+    pub async fn measure(&self) -> Result<Lag, async_nats::Error> {
         let stream = self.jetstream.get_stream(&self.stream).await?;
         let last_sequence = stream.cached_info().state.last_sequence;
         if last_sequence == 0 {
             return Ok(Lag::default());
         }
         let head = record_at(&stream, last_sequence).await?;
-        let consumer = stream.consumer_info(consumer).await?;
+        let consumer = stream.consumer_info(&self.consumer).await?;
         let events = consumer.num_pending + consumer.num_ack_pending as u64;
         let seconds = if events == 0 {
             0.0
