@@ -10,7 +10,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
 
-use crate::runtime::{host::Hosts, lag::LagProbe};
+use crate::runtime::{
+    host::Hosts,
+    lag::{Lag, LagProbe},
+};
 
 #[derive(Debug, Clone)]
 pub struct HealthMonitor {
@@ -42,13 +45,25 @@ impl HealthMonitor {
         } else {
             Err("NATS unreachable".to_owned())
         };
-        let (events, seconds, head) = match &measured {
-            Ok(lag) => (lag.events as f64, lag.seconds, lag.head_position as f64),
-            Err(_) => (f64::NAN, f64::NAN, f64::NAN),
-        };
+        let head = measured
+            .as_ref()
+            .map_or(f64::NAN, |lag| lag.head_position as f64);
         metrics::gauge!("pizzeria_log_head_position").set(head);
+        // Each projection's own lag (none once its watermark covers the head); the worst one
+        // decides. A read database that cannot say leaves the consumer's lag.
+        let mut worst: Option<Lag> = None;
         for hosted in self.hosts.iter() {
             let name = hosted.projection.name();
+            let (events, seconds) = match &measured {
+                Ok(lag) => {
+                    let lag = lag.of_projection(&self.pool, name).await.unwrap_or(*lag);
+                    if worst.is_none_or(|w| lag.seconds > w.seconds) {
+                        worst = Some(lag);
+                    }
+                    (lag.events as f64, lag.seconds)
+                }
+                Err(_) => (f64::NAN, f64::NAN),
+            };
             metrics::gauge!("pizzeria_projection_lag_events", "projection" => name).set(events);
             metrics::gauge!("pizzeria_projection_lag_seconds", "projection" => name).set(seconds);
         }
@@ -65,7 +80,7 @@ impl HealthMonitor {
                 hosted.projection.name()
             ));
         }
-        match measured {
+        match measured.map(|consumer| worst.unwrap_or(consumer)) {
             Ok(lag) if lag.seconds > self.max_lag.as_secs_f64() => {
                 return Some(format!(
                     "projection lag {:.1}s exceeds {:?} ({} events behind)",

@@ -164,7 +164,7 @@ impl Admin {
         if let Err(error) = &measured {
             tracing::warn!(%error, "cannot measure projection lag");
         }
-        let lag = measured.as_ref().copied().unwrap_or_default();
+        let consumer_lag = measured.as_ref().copied().unwrap_or_default();
         let mut statuses = Vec::with_capacity(rows.len());
         for row in rows {
             // A row of a projection this version does not host (a rollback) is not listed.
@@ -173,6 +173,7 @@ impl Admin {
             };
             let name = hosted.projection.name();
             let checkpoint = watermark::position(&self.pool, name).await?;
+            let lag = consumer_lag.of_projection(&self.pool, name).await?;
             let dead_letters = dead_letters::count_pending(&self.pool, name).await?;
             let rebuilding = generations::rebuild_running(&self.pool, name).await?;
             let consuming = *hosted.progress.consuming.borrow() && measured.is_ok();

@@ -1,11 +1,17 @@
 //! How far a projector is behind the log, measured on JetStream: the stream's last message is
 //! the head of the log as published, the projection's durable consumer's pending count is its
-//! backlog.
+//! backlog. That backlog is the consumer's, shared by every projection and counting messages
+//! not yet acknowledged: a projection whose watermark already covers the head of the log (its
+//! events committed, their acks still on the way, or redelivered after a restart) is not behind
+//! at all, which `Lag::of_projection` says.
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use shared::proto::v1 as pb;
+use sqlx::PgPool;
+
+use super::watermark;
 
 /// The projector's distance from the head of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -16,6 +22,25 @@ pub struct Lag {
     pub events: u64,
     /// Age of the oldest unacknowledged event (now minus when it was recorded); 0 when caught up.
     pub seconds: f64,
+}
+
+impl Lag {
+    /// Projection `name`'s lag, given the consumer's: none when its watermark covers the head
+    /// of the log, the consumer's otherwise.
+    pub async fn of_projection(self, pool: &PgPool, name: &str) -> Result<Lag, sqlx::Error> {
+        if self.events == 0 {
+            return Ok(self);
+        }
+        let head = i64::try_from(self.head_position).unwrap_or(i64::MAX);
+        if watermark::covered(pool, name, head).await? {
+            return Ok(Lag {
+                head_position: self.head_position,
+                events: 0,
+                seconds: 0.0,
+            });
+        }
+        Ok(self)
+    }
 }
 
 /// Where to look: the stream and the durable consumer that feeds every projection (so one
