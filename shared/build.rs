@@ -1,17 +1,21 @@
 //! Generates the gRPC code and the file descriptor set (for server reflection) from `../proto`.
 //!
-//! protox is a pure-Rust .proto compiler, so a fresh machine needs no system `protoc`.
+//! protox is a pure-Rust .proto compiler, so a fresh machine needs no system `protoc`. Every
+//! `.proto` file under `../proto` is compiled (one folder per package, `name/v1/`), so a new
+//! bounded context's API is picked up by adding its file; `src/proto.rs` includes each package.
 
-use std::{env, path::PathBuf};
+use std::{
+    env,
+    path::{Path, PathBuf},
+};
 
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files: Vec<PathBuf> = ["common", "command", "event_log", "query", "admin"]
-        .iter()
-        .map(|name| proto_root.join(format!("pizzeria/v1/{name}.proto")))
-        .collect();
+    let mut files = Vec::new();
+    find_protos(&proto_root, &mut files)?;
+    files.sort();
 
     // compile_fds emits no rerun-if-changed of its own.
     println!("cargo:rerun-if-changed={}", proto_root.display());
@@ -29,5 +33,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Parse errors are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
         .codec_path("crate::codec::ProtobufCodec")
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Every `.proto` file under `dir`.
+fn find_protos(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            find_protos(&path, files)?;
+        } else if path.extension().is_some_and(|ext| ext == "proto") {
+            files.push(path);
+        }
+    }
     Ok(())
 }

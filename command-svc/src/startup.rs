@@ -19,7 +19,7 @@ use crate::{
         relay::{EventStreamSettings, Relay, RelaySettings},
         store::{EventStore, MIGRATOR},
     },
-    grpc::{command_service::CommandApi, event_log_service::EventLogApi},
+    grpc::{command_service::CommandApi, commands::Commands, event_log_service::EventLogApi},
 };
 
 /// The health services whose status follows the event store's.
@@ -163,7 +163,7 @@ impl App {
         let limit = self.config.max_request_bytes;
         let routes = routes
             .add_service(
-                CommandServiceServer::new(CommandApi::new(handler))
+                CommandServiceServer::new(CommandApi::new(Commands::new(handler)))
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
             )

@@ -19,7 +19,7 @@ use shared::{connect::Background, service::Bound};
 use crate::{
     admin::{Admin, health::HealthMonitor},
     config::Config,
-    grpc::{admin_service::AdminApi, query_service::QueryApi},
+    grpc::{admin_service::AdminApi, consistency::ReadYourWrites, query_service::QueryApi},
     projections,
     runtime::{
         consumer::ProjectorSettings, host::Hosts, lag::LagProbe, rebuild::Rebuilder,
@@ -158,14 +158,18 @@ impl App {
                 self.config.rebuild_page_size,
             ),
         );
+        let consistency = ReadYourWrites::new(
+            self.pool.clone(),
+            hosts.clone(),
+            self.config.max_consistency_wait,
+        );
         let limit = self.config.max_request_bytes;
         let routes = routes
             .add_service(
                 QueryServiceServer::new(QueryApi::new(
                     self.pool.clone(),
-                    hosts,
+                    consistency,
                     read_model.changes(),
-                    self.config.max_consistency_wait,
                 ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),

@@ -1,10 +1,8 @@
 //! `pizzeria.v1.CommandService`: thin handlers that convert, execute and reply.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use prost::Message;
 use shared::{
-    auth::Caller,
-    envelope::EventMetadata,
     grpc::caller,
     proto::v1::{self as pb, command_service_server::CommandService},
     values::{CustomerId, TenantId},
@@ -13,92 +11,28 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
-    convert::{self, Converted, FieldViolation},
-    status::invalid,
+    commands::{Commands, Converter, checked},
+    convert,
 };
 use crate::{
     domain::{customer::Customer, order::Order},
     eventsourcing::{
         Aggregate,
-        handler::{AppError, CommandContext, CommandHandler},
+        handler::{AppError, CommandOutcome},
     },
 };
 
-/// Serves CommandService over a [`CommandHandler`].
+/// Serves CommandService over the command path ([`Commands`]).
 #[derive(Debug, Clone)]
 pub struct CommandApi {
-    handler: CommandHandler,
+    commands: Commands,
 }
 
 impl CommandApi {
-    pub fn new(handler: CommandHandler) -> Self {
-        Self { handler }
+    pub fn new(commands: Commands) -> Self {
+        Self { commands }
     }
 
-    async fn run<A, Id, R>(
-        &self,
-        rpc: &'static str,
-        caller: &Caller,
-        request: &R,
-        converted: Converted<Id, A::Command>,
-    ) -> Result<Response<pb::CommandReply>, Status>
-    where
-        A: Aggregate,
-        Id: Into<Uuid>,
-        R: Message,
-    {
-        let encoded = request.encode_to_vec();
-        let ctx = CommandContext {
-            tenant: caller.tenant()?,
-            command_id: converted.options.command_id,
-            expected_version: converted.options.expected_version,
-            rpc,
-            request: &encoded,
-            metadata: EventMetadata {
-                command_id: converted.options.command_id.map(|c| c.as_uuid()),
-                // The verified token's subject ("anonymous" with authentication off).
-                actor: Some(caller.subject.clone()),
-                // The call's span: the relay's publish span and the projection continue it.
-                traceparent: shared::trace_context::current_call().map(|t| t.to_string()),
-                ..EventMetadata::default()
-            },
-        };
-        let outcome = self
-            .handler
-            .execute::<A>(&ctx, converted.id.into(), &converted.command)
-            .await?;
-        Ok(Response::new(pb::CommandReply {
-            aggregate_id: outcome.aggregate_id.to_string(),
-            version: outcome.version,
-            position: outcome.position,
-            replayed: outcome.replayed,
-            events_appended: outcome.events_appended,
-        }))
-    }
-
-    /// PlaceOrder needs a registered customer: a cross-aggregate check done here, before deciding.
-    async fn require_customer(&self, tenant: TenantId, id: CustomerId) -> Result<(), Status> {
-        let (customer, _) = self.handler.load::<Customer>(tenant, id.as_uuid()).await?;
-        if customer.profile.is_none() {
-            return Err(AppError::Rejected {
-                message: format!("customer {id} is not registered"),
-                not_found: false,
-            }
-            .into());
-        }
-        Ok(())
-    }
-}
-
-fn checked<T>(result: Result<T, Vec<FieldViolation>>) -> Result<T, Status> {
-    result.map_err(invalid)
-}
-
-/// A converter from a request to a domain command, given the server's current time.
-type Converter<R, Id, C> = fn(&R, DateTime<Utc>) -> Result<Converted<Id, C>, Vec<FieldViolation>>;
-
-impl CommandApi {
-    /// The whole path of a single-aggregate command: tenant, convert, execute, reply.
     async fn command<A, Id, R>(
         &self,
         request: Request<R>,
@@ -110,13 +44,39 @@ impl CommandApi {
         Id: Into<Uuid>,
         R: Message,
     {
-        let caller = caller(&request)?.clone();
-        // A token that names no tenant is refused before its request is looked at.
-        caller.tenant()?;
-        let request = request.into_inner();
-        let converted = checked(convert(&request, Utc::now()))?;
-        self.run::<A, _, _>(rpc, &caller, &request, converted).await
+        let outcome = self
+            .commands
+            .command::<A, _, _>(request, rpc, convert)
+            .await?;
+        Ok(reply(outcome))
     }
+
+    /// PlaceOrder needs a registered customer: a cross-aggregate check done here, before deciding.
+    async fn require_customer(&self, tenant: TenantId, id: CustomerId) -> Result<(), Status> {
+        let (customer, _) = self
+            .commands
+            .handler()
+            .load::<Customer>(tenant, id.as_uuid())
+            .await?;
+        if customer.profile.is_none() {
+            return Err(AppError::Rejected {
+                message: format!("customer {id} is not registered"),
+                not_found: false,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+fn reply(outcome: CommandOutcome) -> Response<pb::CommandReply> {
+    Response::new(pb::CommandReply {
+        aggregate_id: outcome.aggregate_id.to_string(),
+        version: outcome.version,
+        position: outcome.position,
+        replayed: outcome.replayed,
+        events_appended: outcome.events_appended,
+    })
 }
 
 #[tonic::async_trait]
@@ -156,8 +116,11 @@ impl CommandService for CommandApi {
         let request = request.into_inner();
         let (converted, customer_id) = checked(convert::place_order(&request, Utc::now()))?;
         self.require_customer(tenant, customer_id).await?;
-        self.run::<Order, _, _>("PlaceOrder", &caller, &request, converted)
-            .await
+        let outcome = self
+            .commands
+            .run::<Order, _, _>("PlaceOrder", &caller, &request, converted)
+            .await?;
+        Ok(reply(outcome))
     }
 
     async fn confirm_order(

@@ -9,48 +9,21 @@
 //! records and the reference for "later than the current time". The only other input is the id
 //! generator, for requests that leave a new aggregate's id to the server.
 
-use std::{fmt, ops::RangeInclusive};
-
 use chrono::{DateTime, Utc};
 use shared::{
     proto::v1 as pb,
     values::{
-        CancellationReason, CommandId, CustomerId, CustomerName, DiscountCode, DriverName, Email,
-        ItemName, KitchenNotes, Money, OrderId, OrderLine, OrderLines, PaymentMethod,
-        PaymentReference, PizzaSize, Quantity, ValueError,
+        CancellationReason, CustomerId, CustomerName, DiscountCode, DriverName, Email, ItemName,
+        KitchenNotes, Money, OrderId, OrderLine, OrderLines, PaymentMethod, PaymentReference,
+        PizzaSize, Quantity, ValueError,
     },
 };
 
+use super::fields::{
+    Converted, FieldViolation, command_options, field, finish, given_or_new_id,
+    timestamp_to_datetime, violation,
+};
 use crate::domain::{customer::CustomerCommand, order::OrderCommand};
-
-pub use shared::grpc::FieldViolation;
-
-/// Fields 1 and 2 that every command request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommandOptions {
-    /// Idempotency key; `None` when the request left it empty.
-    pub command_id: Option<CommandId>,
-    /// Optimistic concurrency check; `None` means "decide against the latest state".
-    pub expected_version: Option<u64>,
-}
-
-/// A request that converted cleanly: its options, the aggregate it targets and the command.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Converted<Id, C> {
-    /// `command_id` and `expected_version`.
-    pub options: CommandOptions,
-    /// The target aggregate: given by the client, or generated for a new aggregate.
-    pub id: Id,
-    /// The validated domain command.
-    pub command: C,
-}
-
-/// Largest `nanos` a `google.protobuf.Timestamp` may carry.
-const MAX_NANOS: u32 = 999_999_999;
-
-/// Seconds a `google.protobuf.Timestamp` may carry: 0001-01-01T00:00:00Z to
-/// 9999-12-31T23:59:59Z, as its spec defines.
-const TIMESTAMP_SECONDS: RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
 
 /// RegisterCustomer. An empty `customer_id` means the server assigns a new one.
 pub fn register_customer(
@@ -326,76 +299,6 @@ pub fn cancel_order(
     })
 }
 
-/// Records a violation at `path`.
-fn violation(violations: &mut Vec<FieldViolation>, path: &str, description: impl fmt::Display) {
-    violations.push(FieldViolation {
-        field: path.to_owned(),
-        description: description.to_string(),
-    });
-}
-
-/// The parsed value, or `None` after recording why it was refused.
-fn field<T, E: fmt::Display>(
-    violations: &mut Vec<FieldViolation>,
-    path: &str,
-    result: Result<T, E>,
-) -> Option<T> {
-    match result {
-        Ok(value) => Some(value),
-        Err(error) => {
-            violation(violations, path, error);
-            None
-        }
-    }
-}
-
-/// The converted request if no field was refused, otherwise every violation.
-///
-/// `build` runs only when nothing was recorded, and every helper that yields `None` records a
-/// violation, so in practice `build` then succeeds.
-fn finish<T>(
-    violations: Vec<FieldViolation>,
-    build: impl FnOnce() -> Option<T>,
-) -> Result<T, Vec<FieldViolation>> {
-    if !violations.is_empty() {
-        return Err(violations);
-    }
-    build().ok_or(violations)
-}
-
-/// Fields 1 and 2. An empty command id means the client wants no idempotency, so only a non-empty
-/// one must be a UUID.
-fn command_options(
-    violations: &mut Vec<FieldViolation>,
-    command_id: &str,
-    expected_version: Option<u64>,
-) -> CommandOptions {
-    let command_id = if command_id.is_empty() {
-        None
-    } else {
-        field(violations, "command_id", CommandId::parse(command_id))
-    };
-    CommandOptions {
-        command_id,
-        expected_version,
-    }
-}
-
-/// The id of a new aggregate: parsed if the client chose one, generated (UUIDv7) if it is empty.
-fn given_or_new_id<Id>(
-    violations: &mut Vec<FieldViolation>,
-    path: &str,
-    raw: &str,
-    parse: fn(&str) -> Result<Id, ValueError>,
-    generate: fn() -> Id,
-) -> Option<Id> {
-    if raw.is_empty() {
-        Some(generate())
-    } else {
-        field(violations, path, parse(raw))
-    }
-}
-
 /// The order lines, each checked field by field so that one response names every bad field.
 fn order_lines(
     violations: &mut Vec<FieldViolation>,
@@ -494,52 +397,6 @@ fn future_time(
     Some(time)
 }
 
-/// Converts a `google.protobuf.Timestamp`, refusing what its spec forbids rather than wrapping or
-/// truncating. Bad parts are reported at `<path>.seconds` and `<path>.nanos`.
-fn timestamp_to_datetime(
-    violations: &mut Vec<FieldViolation>,
-    path: &str,
-    seconds: i64,
-    nanos: i32,
-) -> Option<DateTime<Utc>> {
-    let seconds = field(
-        violations,
-        &format!("{path}.seconds"),
-        in_range(seconds, &TIMESTAMP_SECONDS),
-    );
-    // Checked explicitly: chrono reads nanos of one second or more as a leap second, which the
-    // Timestamp spec does not allow.
-    let nanos = field(
-        violations,
-        &format!("{path}.nanos"),
-        u32::try_from(nanos)
-            .ok()
-            .filter(|nanos| *nanos <= MAX_NANOS)
-            .ok_or(ValueError::OutOfRange {
-                min: 0,
-                max: i64::from(MAX_NANOS),
-            }),
-    );
-    let time = DateTime::from_timestamp(seconds?, nanos?);
-    if time.is_none() {
-        // Unreachable within the spec's range, which chrono covers; kept so no input can panic.
-        violation(violations, path, "is not a representable time");
-    }
-    time
-}
-
-/// `value` if it lies in `range`.
-fn in_range(value: i64, range: &RangeInclusive<i64>) -> Result<i64, ValueError> {
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        Err(ValueError::OutOfRange {
-            min: *range.start(),
-            max: *range.end(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! One test per rule: valid requests convert to the expected command, and each kind of bad
@@ -550,6 +407,8 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
+    use crate::grpc::fields::CommandOptions;
+    use shared::values::CommandId;
 
     const ORDER: &str = "0190b8f6-3f2e-7c2a-9d1e-5f6a7b8c9d0e";
     const CUSTOMER: &str = "0190b8f6-0000-7000-8000-000000000001";

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{convert::FieldViolation, status::invalid};
+use super::{fields::FieldViolation, status::invalid};
 use crate::eventsourcing::store::{EventStore, LogCursor, StoredEvent, Xid8};
 
 const DEFAULT_MAX_COUNT: u32 = 1_000;

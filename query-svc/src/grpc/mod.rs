@@ -1,6 +1,7 @@
 //! gRPC adapters of query-svc.
 
 pub mod admin_service;
+pub mod consistency;
 pub mod query_service;
 pub mod requests;
 

@@ -2,7 +2,7 @@
 //! (`super::requests`), waits for the read-your-writes token and answers with what the query
 //! function (`store::queries`) returns.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use shared::{
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
+    consistency::ReadYourWrites,
     db,
     requests::{
         CustomerQuery, OrderAsOfQuery, OrderListQuery, OrderQuery, PageToken, SalesQuery,
@@ -27,122 +28,32 @@ use crate::{
         order_timeline::OrderTimeline,
         read_model::{ReadModel, order_view::OrderChanged},
     },
-    runtime::{dead_letters, host::Hosts, watermark},
     store::queries::{self, OrderFilter},
 };
 
-/// Serves queries; `max_consistency_wait` bounds how long a `min_position` read waits.
+/// Serves queries.
 #[derive(Debug, Clone)]
 pub struct QueryApi {
     pool: PgPool,
-    hosts: Hosts,
+    consistency: ReadYourWrites,
     changes: broadcast::Sender<Arc<OrderChanged>>,
-    max_consistency_wait: Duration,
 }
-
-/// How often a waiting read asks the database again, for batches it cannot see in memory
-/// (another replica's, or a rebuild's swap).
-const RECHECK_EVERY: Duration = Duration::from_millis(200);
 
 impl QueryApi {
     /// `changes`: the read model's order views as they change ([`ReadModel::changes`]).
     pub fn new(
         pool: PgPool,
-        hosts: Hosts,
+        consistency: ReadYourWrites,
         changes: broadcast::Sender<Arc<OrderChanged>>,
-        max_consistency_wait: Duration,
     ) -> Self {
         Self {
             pool,
-            hosts,
+            consistency,
             changes,
-            max_consistency_wait,
         }
     }
 
-    /// Read-your-writes: waits until every event published up to and including the one at
-    /// `min_position` is done in `projection` (under its watermark), bounded by the call's
-    /// deadline and the server maximum; then UNAVAILABLE.
-    ///
-    /// One query when the read starts; after that it waits in memory on the batches this
-    /// process commits (each says which positions it covered), and asks the database again
-    /// only if it missed a batch or every [`RECHECK_EVERY`].
-    async fn wait_for<T>(
-        &self,
-        request: &Request<T>,
-        projection: &str,
-        min_position: u64,
-    ) -> Result<(), Status> {
-        if min_position == 0 {
-            return Ok(());
-        }
-        let Some(hosted) = self.hosts.get(projection) else {
-            tracing::error!(projection, "a query reads a projection that is not hosted");
-            return Err(Status::internal("internal error"));
-        };
-        let position = i64::try_from(min_position).unwrap_or(i64::MAX);
-        let wait = deadline(request).map_or(self.max_consistency_wait, |d| {
-            d.min(self.max_consistency_wait)
-        });
-        let mut coverage = hosted.progress.coverage.clone();
-        let started = std::time::Instant::now();
-        let waited = tokio::time::timeout(wait, async {
-            loop {
-                let mut seen = coverage.borrow_and_update().batches;
-                if watermark::covered(&self.pool, projection, position)
-                    .await
-                    .map_err(db)?
-                {
-                    return Ok::<(), Status>(());
-                }
-                let recheck = tokio::time::sleep(RECHECK_EVERY);
-                tokio::pin!(recheck);
-                loop {
-                    tokio::select! {
-                        changed = coverage.changed() => {
-                            if changed.is_err() {
-                                // The projector is gone: only the database can tell.
-                                (&mut recheck).await;
-                                break;
-                            }
-                            let latest = coverage.borrow_and_update();
-                            if latest.positions.binary_search(&position).is_ok() {
-                                return Ok(());
-                            }
-                            let missed = latest.batches != seen + 1;
-                            seen = latest.batches;
-                            if missed {
-                                break;
-                            }
-                        }
-                        () = &mut recheck => break,
-                    }
-                }
-            }
-        })
-        .await;
-        let outcome = if matches!(waited, Ok(Ok(()))) {
-            "reached"
-        } else {
-            "not_reached"
-        };
-        metrics::histogram!("pizzeria_read_your_writes_wait_seconds", "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        match waited {
-            Ok(result) => result,
-            Err(_) => {
-                let reached = watermark::position(&self.pool, projection)
-                    .await
-                    .map_err(db)?;
-                Err(Status::unavailable(format!(
-                    "projection {projection} has not reached position {min_position} yet (every \
-                     event up to position {reached} in commit order is applied); retry later"
-                )))
-            }
-        }
-    }
-
-    /// [`Self::wait_for_aggregate`] for an order in `projection`.
+    /// [`ReadYourWrites::wait_for_aggregate`] for an order in `projection`.
     async fn wait_for_order<T>(
         &self,
         request: &Request<T>,
@@ -151,63 +62,17 @@ impl QueryApi {
         tenant: Uuid,
         id: Uuid,
     ) -> Result<(), Status> {
-        self.wait_for_aggregate(
-            request,
-            projection,
-            min_position,
-            tenant,
-            OrderEvent::AGGREGATE_TYPE,
-            id,
-        )
-        .await
-    }
-
-    /// [`Self::wait_for`], for a read of one aggregate: once the position is reached, a stream
-    /// held behind a dead letter answers UNAVAILABLE rather than a view that misses events
-    /// the caller may have written (the hold lasts until an operator retries or skips the dead
-    /// letter, so the message says so). Reads without `min_position` are not checked.
-    async fn wait_for_aggregate<T>(
-        &self,
-        request: &Request<T>,
-        projection: &str,
-        min_position: u64,
-        tenant: Uuid,
-        aggregate_type: &str,
-        id: Uuid,
-    ) -> Result<(), Status> {
-        if min_position == 0 {
-            return Ok(());
-        }
-        self.wait_for(request, projection, min_position).await?;
-        let stream = shared::envelope::stream_id(aggregate_type, id);
-        match dead_letters::held_at(&self.pool, projection, tenant, &stream)
+        self.consistency
+            .wait_for_aggregate(
+                request,
+                projection,
+                min_position,
+                tenant,
+                OrderEvent::AGGREGATE_TYPE,
+                id,
+            )
             .await
-            .map_err(db)?
-        {
-            None => Ok(()),
-            Some(version) => Err(Status::unavailable(format!(
-                "{aggregate_type} {id} is held at version {version}: that event could not be \
-                 projected and waits in the dead letters, so its view is not current; retry \
-                 after an operator retries or skips it (ProjectionAdminService)"
-            ))),
-        }
     }
-}
-
-/// The call's remaining time from its `grpc-timeout` header, if any.
-fn deadline<T>(request: &Request<T>) -> Option<Duration> {
-    let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (value, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let value: u64 = value.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(value * 3600),
-        "M" => Duration::from_secs(value * 60),
-        "S" => Duration::from_secs(value),
-        "m" => Duration::from_millis(value),
-        "u" => Duration::from_micros(value),
-        "n" => Duration::from_nanos(value),
-        _ => return None,
-    })
 }
 
 fn not_found_order(id: Uuid) -> Status {
@@ -240,7 +105,8 @@ impl QueryService for QueryApi {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let tenant = tenant(&request)?.as_uuid();
         let query = OrderListQuery::try_from(request.get_ref()).map_err(invalid)?;
-        self.wait_for(&request, ReadModel::NAME, query.min_position)
+        self.consistency
+            .wait_for(&request, ReadModel::NAME, query.min_position)
             .await?;
         let (filter, page_size) = (&query.filter, query.page_size);
         // One more than asked tells whether another page follows.
@@ -272,15 +138,16 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = CustomerQuery::try_from(request.get_ref()).map_err(invalid)?;
         let id = query.customer_id;
-        self.wait_for_aggregate(
-            &request,
-            ReadModel::NAME,
-            query.min_position,
-            tenant,
-            CustomerEvent::AGGREGATE_TYPE,
-            id,
-        )
-        .await?;
+        self.consistency
+            .wait_for_aggregate(
+                &request,
+                ReadModel::NAME,
+                query.min_position,
+                tenant,
+                CustomerEvent::AGGREGATE_TYPE,
+                id,
+            )
+            .await?;
         let view = queries::customer(&self.pool, tenant, id)
             .await
             .map_err(db)?
@@ -333,7 +200,8 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = SalesQuery::try_from(request.get_ref()).map_err(invalid)?;
         let (from, to, limit) = (query.from, query.to, query.top_items_limit);
-        self.wait_for(&request, ReadModel::NAME, query.min_position)
+        self.consistency
+            .wait_for(&request, ReadModel::NAME, query.min_position)
             .await?;
         let mut analytics = queries::sales_analytics(&self.pool, tenant, from, to, limit)
             .await
@@ -352,7 +220,8 @@ impl QueryService for QueryApi {
         let tenant = tenant(&request)?.as_uuid();
         let query = WatchQuery::try_from(request.get_ref()).map_err(invalid)?;
         let (customer, order) = (query.customer_id, query.order_id);
-        self.wait_for(&request, ReadModel::NAME, query.min_position)
+        self.consistency
+            .wait_for(&request, ReadModel::NAME, query.min_position)
             .await?;
         // Subscribe before catching up, so nothing falls between the two.
         let mut live = self.changes.subscribe();
