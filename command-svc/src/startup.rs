@@ -4,6 +4,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use shared::proto::training::v1::training_plan_command_service_server::TrainingPlanCommandServiceServer;
 use shared::proto::v1::{
     command_service_server::CommandServiceServer, event_log_service_server::EventLogServiceServer,
 };
@@ -19,7 +20,10 @@ use crate::{
         relay::{EventStreamSettings, Relay, RelaySettings},
         store::{EventStore, MIGRATOR},
     },
-    grpc::{command_service::CommandApi, commands::Commands, event_log_service::EventLogApi},
+    grpc::{
+        command_service::CommandApi, commands::Commands, event_log_service::EventLogApi,
+        training::TrainingPlanCommandApi,
+    },
 };
 
 /// The health services whose status follows the event store's.
@@ -27,6 +31,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "",
     "pizzeria.v1.CommandService",
     "pizzeria.v1.EventLogService",
+    "training.v1.TrainingPlanCommandService",
 ];
 
 /// The relay's own health status: SERVING while NATS is connected. Not part of the server's
@@ -161,9 +166,15 @@ impl App {
             stop_monitor.cancel();
         };
         let limit = self.config.max_request_bytes;
+        let commands = Commands::new(handler);
         let routes = routes
             .add_service(
-                CommandServiceServer::new(CommandApi::new(Commands::new(handler)))
+                CommandServiceServer::new(CommandApi::new(commands.clone()))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                TrainingPlanCommandServiceServer::new(TrainingPlanCommandApi::new(commands))
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
             )

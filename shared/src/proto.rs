@@ -1,4 +1,4 @@
-//! Code generated from `proto/pizzeria/v1/*.proto`: messages, clients and servers.
+//! Code generated from `proto/`: messages, clients and servers, one module per package.
 //!
 //! The .proto comments are the API reference; prost copies them onto these types.
 
@@ -9,7 +9,14 @@ pub mod v1 {
     tonic::include_proto!("pizzeria.v1");
 }
 
-/// Encoded `FileDescriptorSet` of every pizzeria .proto file, for gRPC server reflection.
+/// Package `training.v1`: the training plans context.
+pub mod training {
+    pub mod v1 {
+        tonic::include_proto!("training.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every .proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pizzeria_descriptor");
 
 /// A time as a protobuf `Timestamp`.

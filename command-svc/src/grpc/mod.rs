@@ -6,5 +6,6 @@ pub mod convert;
 pub mod event_log_service;
 pub mod fields;
 pub mod status;
+pub mod training;
 
 pub use shared::grpc::tenant;
