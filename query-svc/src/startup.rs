@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use shared::proto::training::v1::training_plan_query_service_server::TrainingPlanQueryServiceServer;
 use shared::{connect::Background, service::Bound};
 
 use crate::{
@@ -26,6 +27,7 @@ use crate::{
         streams::Streams,
     },
     store::MIGRATOR,
+    training::{TrainingPlans, service::TrainingPlanQueryApi},
 };
 
 /// The health services whose status follows the read side's.
@@ -33,6 +35,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "",
     "pizzeria.v1.QueryService",
     "pizzeria.v1.ProjectionAdminService",
+    "training.v1.TrainingPlanQueryService",
 ];
 
 /// A connected, migrated, bound query-svc.
@@ -98,6 +101,7 @@ impl App {
             consumer: self.config.nats_consumer.clone(),
         };
         let (registry, read_model) = projections::registry();
+        let registry = registry.with(Arc::new(TrainingPlans));
         let (hosts, projector) = Hosts::start(
             &registry,
             &self.pool,
@@ -168,8 +172,16 @@ impl App {
             .add_service(
                 QueryServiceServer::new(QueryApi::new(
                     self.pool.clone(),
-                    consistency,
+                    consistency.clone(),
                     read_model.changes(),
+                ))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                TrainingPlanQueryServiceServer::new(TrainingPlanQueryApi::new(
+                    self.pool.clone(),
+                    consistency,
                 ))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(shared::grpc::MAX_RESPONSE_BYTES),
