@@ -21,9 +21,9 @@ use crate::{
     admin::{Admin, health::HealthMonitor},
     config::Config,
     grpc::{admin_service::AdminApi, consistency::ReadYourWrites, query_service::QueryApi},
-    projections,
+    projections::{self, read_model::ReadModel},
     runtime::{
-        consumer::ProjectorSettings, host::Hosts, lag::LagProbe, rebuild::Rebuilder,
+        Registry, consumer::ProjectorSettings, host::Hosts, lag::LagProbe, rebuild::Rebuilder,
         streams::Streams,
     },
     store::MIGRATOR,
@@ -37,6 +37,13 @@ const HEALTH_SERVICES: &[&str] = &[
     "pizzeria.v1.ProjectionAdminService",
     "training.v1.TrainingPlanQueryService",
 ];
+
+/// Every projection this service hosts: the pizzeria's, then the training plans'. A bounded
+/// context's read side is registered here, and its gRPC service below.
+pub fn registry() -> (Registry, Arc<ReadModel>) {
+    let (pizzeria, read_model) = projections::registry();
+    (pizzeria.with(Arc::new(TrainingPlans)), read_model)
+}
 
 /// A connected, migrated, bound query-svc.
 #[derive(Debug)]
@@ -100,8 +107,7 @@ impl App {
             stream: self.config.common.nats_stream.clone(),
             consumer: self.config.nats_consumer.clone(),
         };
-        let (registry, read_model) = projections::registry();
-        let registry = registry.with(Arc::new(TrainingPlans));
+        let (registry, read_model) = registry();
         let (hosts, projector) = Hosts::start(
             &registry,
             &self.pool,

@@ -102,7 +102,7 @@ async fn projection_status(
         .into_inner()
         .projections;
     let names: Vec<&str> = projections.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["order_timeline", "read_model"]);
+    assert_eq!(names, ["order_timeline", "read_model", "training_plans"]);
     projections
         .into_iter()
         .find(|p| p.name == name)
@@ -474,7 +474,7 @@ async fn every_read_table_is_part_of_a_generation(pool: PgPool) {
         tables("public".into()).await,
         ["_sqlx_migrations", "projections"]
     );
-    let (registry, _) = query_svc::projections::registry();
+    let (registry, _) = query_svc::startup::registry();
     let mut names = Vec::new();
     for projection in registry.iter() {
         let mut generation: Vec<String> =

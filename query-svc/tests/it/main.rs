@@ -347,8 +347,9 @@ async fn append_poison(stack: &helpers::Stack, order: &str, version: i64) {
 
 /// Each projection has its own dead letters: an event that only the read model handles and
 /// cannot apply (a customer's rename without its fields) holds that customer there, while the
-/// order timeline, which does not handle customer events, stays current and answers reads
-/// with the token; the read model keeps serving other aggregates with it too.
+/// order timeline and the training plans, which do not handle customer events, stay current
+/// (the timeline answers reads with the token); the read model keeps serving other aggregates
+/// with it too.
 #[sqlx::test(migrations = "./migrations")]
 async fn a_dead_letter_in_one_projection_leaves_the_others_current(pool: PgPool) {
     let mut stack = start(pool, true).await;
@@ -425,6 +426,7 @@ async fn a_dead_letter_in_one_projection_leaves_the_others_current(pool: PgPool)
         [
             ("order_timeline", pb::ProjectionState::Running as i32, 0),
             ("read_model", pb::ProjectionState::Stalled as i32, 1),
+            ("training_plans", pb::ProjectionState::Running as i32, 0),
         ]
     );
 }

@@ -3,7 +3,6 @@
 //! wall before they are swapped in.
 
 use query_svc::{
-    projections,
     runtime::generations::{create_rebuild_schema, generation_tables, rebuild_schema},
     store::queries,
 };
@@ -77,7 +76,7 @@ async fn assert_denied(pool: &PgPool, tenant: Uuid, sql: &'static str) {
 #[sqlx::test(migrations = "./migrations")]
 async fn a_rebuilds_tables_carry_the_same_wall(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
-    let (registry, _) = projections::registry();
+    let (registry, _) = query_svc::startup::registry();
     for projection in registry.iter() {
         let name = projection.name();
         create_rebuild_schema(&mut conn, projection.as_ref())
