@@ -132,6 +132,27 @@ async fn the_tours_run_verbatim() -> anyhow::Result<()> {
             "query tour output lacks {expected}:\n{all}"
         );
     }
+
+    // The training plans tour: written and read back on the same two services.
+    let outputs: Vec<String> = tour_blocks("training")
+        .iter()
+        .map(|block| run_block(block, &addr, &query_addr))
+        .collect();
+    let all = outputs.concat();
+    for expected in [
+        r#""status": "PLAN_STATUS_ACTIVE""#,
+        r#""status": "WORKOUT_STATUS_SKIPPED""#,
+        r#""weekStartsOn": "2027-01-18""#,
+        r#""completedPercent": 33"#,
+        r#""name": "Spring 10k""#,
+        r#""eventType": "WorkoutSkipped""#,
+        r#""version": "9""#,
+    ] {
+        assert!(
+            all.contains(expected),
+            "training tour output lacks {expected}:\n{all}"
+        );
+    }
     assert!(query_svc.terminate()?);
     assert!(service.terminate()?);
     read_database.drop_database().await?;
