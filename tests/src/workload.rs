@@ -1,4 +1,5 @@
-//! A load of pizzeria commands from several clients that behave as the API asks under failure:
+//! A load of commands of both contexts (orders, and every third round a training plan's life)
+//! from several clients that behave as the API asks under failure:
 //! every command carries a command id, and a retryable refusal (UNAVAILABLE, DEADLINE_EXCEEDED,
 //! RESOURCE_EXHAUSTED, a broken connection) is retried with backoff and the same id until it
 //! is acknowledged. What each client sent and got back goes into a [`Ledger`] the invariant
@@ -18,9 +19,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shared::proto::v1::{
-    self as pb, command_service_client::CommandServiceClient,
-    query_service_client::QueryServiceClient,
+use shared::proto::{
+    training::v1::{
+        self as training, training_plan_command_service_client::TrainingPlanCommandServiceClient,
+    },
+    v1::{
+        self as pb, command_service_client::CommandServiceClient,
+        query_service_client::QueryServiceClient,
+    },
 };
 use tokio::task::JoinSet;
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
@@ -83,7 +89,7 @@ impl Workload {
     /// Starts `clients` clients, each taking orders of its own through their life, and the
     /// session reader.
     pub fn start(
-        commands: CommandServiceClient<Channel>,
+        command_svc: Channel,
         queries: QueryServiceClient<Channel>,
         clients: usize,
     ) -> Self {
@@ -94,7 +100,8 @@ impl Workload {
         let mut set = JoinSet::new();
         for _ in 0..clients {
             let client = Client {
-                commands: commands.clone(),
+                commands: CommandServiceClient::new(command_svc.clone()),
+                plans: TrainingPlanCommandServiceClient::new(command_svc.clone()),
                 tenant: tenant.clone(),
                 ledger: Ledger::default(),
                 acknowledged: acknowledged.clone(),
@@ -162,6 +169,11 @@ enum Command {
     OutForDelivery(pb::SendOutForDeliveryRequest),
     Delivered(pb::MarkOrderDeliveredRequest),
     Cancel(pb::CancelOrderRequest),
+    CreatePlan(training::CreatePlanRequest),
+    AddBlock(training::AddTrainingBlockRequest),
+    Schedule(training::ScheduleWorkoutRequest),
+    Complete(training::CompleteWorkoutRequest),
+    Skip(training::SkipWorkoutRequest),
 }
 
 fn new_id() -> String {
@@ -231,6 +243,66 @@ fn order_life(customer: &str, sequence: usize) -> Vec<Command> {
         }),
     ]);
     life
+}
+
+/// The commands of one training plan's life: created with a block, two workouts scheduled,
+/// one completed and one skipped.
+fn plan_life(athlete: &str) -> Vec<Command> {
+    let plan = new_id();
+    let (first, second) = (new_id(), new_id());
+    let workout = |workout_id: &str, on: &str| {
+        Command::Schedule(training::ScheduleWorkoutRequest {
+            command_id: new_id(),
+            plan_id: plan.clone(),
+            workout_id: workout_id.into(),
+            on: on.into(),
+            kind: training::WorkoutKind::Run as i32,
+            planned: Some(training::Effort {
+                minutes: 40,
+                meters: 8000,
+            }),
+            ..Default::default()
+        })
+    };
+    vec![
+        Command::CreatePlan(training::CreatePlanRequest {
+            command_id: new_id(),
+            plan_id: plan.clone(),
+            athlete_id: athlete.into(),
+            name: "Fault plan".into(),
+            starts_on: "2027-01-04".into(),
+            ends_on: "2027-01-31".into(),
+            ..Default::default()
+        }),
+        Command::AddBlock(training::AddTrainingBlockRequest {
+            command_id: new_id(),
+            plan_id: plan.clone(),
+            block_id: new_id(),
+            name: "Base".into(),
+            starts_on: "2027-01-04".into(),
+            ends_on: "2027-01-31".into(),
+            ..Default::default()
+        }),
+        workout(&first, "2027-01-05"),
+        workout(&second, "2027-01-07"),
+        Command::Complete(training::CompleteWorkoutRequest {
+            command_id: new_id(),
+            plan_id: plan.clone(),
+            workout_id: first,
+            actual: Some(training::Effort {
+                minutes: 42,
+                meters: 8100,
+            }),
+            ..Default::default()
+        }),
+        Command::Skip(training::SkipWorkoutRequest {
+            command_id: new_id(),
+            plan_id: plan,
+            workout_id: second,
+            reason: "a fault".into(),
+            ..Default::default()
+        }),
+    ]
 }
 
 /// What the clients have been told: the session token and each order's acknowledged version.
@@ -331,6 +403,7 @@ impl SessionReader {
 
 struct Client {
     commands: CommandServiceClient<Channel>,
+    plans: TrainingPlanCommandServiceClient<Channel>,
     tenant: String,
     ledger: Ledger,
     acknowledged: Arc<AtomicUsize>,
@@ -352,7 +425,11 @@ impl Client {
         }
         let mut sequence = 0;
         while !stop.is_cancelled() {
-            for command in order_life(&customer, sequence) {
+            let mut commands = order_life(&customer, sequence);
+            if sequence % 3 == 2 {
+                commands.extend(plan_life(&customer));
+            }
+            for command in commands {
                 if !self.until_acknowledged(&command).await {
                     return self.ledger;
                 }
@@ -423,8 +500,33 @@ impl Client {
             }
             Command::Delivered(r) => self.commands.mark_order_delivered(self.request(r)).await,
             Command::Cancel(r) => self.commands.cancel_order(self.request(r)).await,
+            plan => return self.send_plan(plan).await,
         };
         reply.map(tonic::Response::into_inner)
+    }
+
+    /// A training plan command, its reply in the shape of the pizzeria's (the same fields).
+    async fn send_plan(&mut self, command: Command) -> Result<pb::CommandReply, tonic::Status> {
+        let reply = match command {
+            Command::CreatePlan(r) => self.plans.create_plan(self.request(r)).await,
+            Command::AddBlock(r) => self.plans.add_training_block(self.request(r)).await,
+            Command::Schedule(r) => self.plans.schedule_workout(self.request(r)).await,
+            Command::Complete(r) => self.plans.complete_workout(self.request(r)).await,
+            Command::Skip(r) => self.plans.skip_workout(self.request(r)).await,
+            other => {
+                return Err(tonic::Status::internal(format!(
+                    "{other:?} is not a plan's"
+                )));
+            }
+        }?
+        .into_inner();
+        Ok(pb::CommandReply {
+            aggregate_id: reply.aggregate_id,
+            version: reply.version,
+            position: reply.position,
+            replayed: reply.replayed,
+            events_appended: reply.events_appended,
+        })
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -449,13 +551,23 @@ fn command_id(command: &Command) -> &str {
         Command::OutForDelivery(r) => &r.command_id,
         Command::Delivered(r) => &r.command_id,
         Command::Cancel(r) => &r.command_id,
+        Command::CreatePlan(r) => &r.command_id,
+        Command::AddBlock(r) => &r.command_id,
+        Command::Schedule(r) => &r.command_id,
+        Command::Complete(r) => &r.command_id,
+        Command::Skip(r) => &r.command_id,
     }
 }
 
-/// The order a command is about (None for a registration).
+/// The order a command is about (None for a registration and a plan's commands).
 fn order_of(command: &Command) -> Option<&str> {
     Some(match command {
-        Command::Register(_) => return None,
+        Command::Register(_)
+        | Command::CreatePlan(_)
+        | Command::AddBlock(_)
+        | Command::Schedule(_)
+        | Command::Complete(_)
+        | Command::Skip(_) => return None,
         Command::Place(r) => &r.order_id,
         Command::Confirm(r) => &r.order_id,
         Command::Pay(r) => &r.order_id,

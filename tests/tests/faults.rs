@@ -56,7 +56,7 @@ async fn progress(load: &Workload) -> anyhow::Result<()> {
 #[tokio::test]
 async fn command_svc_killed_mid_burst_while_clients_retry() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     for _ in 0..3 {
         progress(&load).await?;
         rig.kill_command_svc();
@@ -72,7 +72,7 @@ async fn command_svc_killed_mid_burst_while_clients_retry() -> anyhow::Result<()
 #[tokio::test]
 async fn nats_killed_and_paused_while_the_relay_publishes() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     rig.nats.kill();
     progress(&load).await?;
@@ -90,7 +90,7 @@ async fn nats_killed_and_paused_while_the_relay_publishes() -> anyhow::Result<()
 async fn a_tail_nats_lost_after_acknowledging_it_is_republished_from_postgres() -> anyhow::Result<()>
 {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     let copy = rig.nats.stop_and_copy_store()?;
     rig.nats.restart()?;
@@ -109,7 +109,7 @@ async fn a_tail_nats_lost_after_acknowledging_it_is_republished_from_postgres() 
 async fn postgres_stopped_under_load_gets_unavailable_in_time_and_both_services_recover()
 -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     rig.postgres.stop_immediately();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -143,7 +143,7 @@ async fn postgres_stopped_under_load_gets_unavailable_in_time_and_both_services_
 #[tokio::test]
 async fn query_svc_killed_while_projecting_applies_nothing_twice() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     // Batches are committed and acked continuously under this load, so a kill lands between
     // a read-model commit and its ack now and then; several kills make that likely.
     for _ in 0..4 {
@@ -159,7 +159,7 @@ async fn query_svc_killed_while_projecting_applies_nothing_twice() -> anyhow::Re
 #[tokio::test]
 async fn commands_are_accepted_while_nats_is_down_and_drain_after() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     rig.nats.kill();
     // A while without NATS: the write side goes on.
@@ -216,7 +216,7 @@ async fn services_started_before_their_dependencies_wait_not_serving_and_never_e
     rig.nats.restart()?;
     rig.wait_until_serving(PATIENCE).await?;
     anyhow::ensure!(rig.services_running(), "a service exited");
-    let load = Workload::start(rig.commands()?, rig.queries()?, 2);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, 2);
     progress(&load).await?;
     heal_and_check(rig, load).await?;
     Ok(())
@@ -237,7 +237,7 @@ async fn chaos_soak() -> anyhow::Result<()> {
         Ok(other) => anyhow::bail!("CHAOS_FAULTS is `all` or `services`, not {other:?}"),
     };
     let mut rig = Rig::start().await?;
-    let load = Workload::start(rig.commands()?, rig.queries()?, CLIENTS);
+    let load = Workload::start(rig.command_channel()?, rig.queries()?, CLIENTS);
     progress(&load).await?;
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut faults = Vec::new();
